@@ -1,0 +1,247 @@
+//! The ports the use cases need. Adapters live in other crates.
+use crate::audit::AuditEvent;
+use crate::flow::Flow;
+use crate::password::Violation;
+use crate::secret::{Password, TokenHash};
+use crate::types::{Email, Login, MethodId, MethodKind};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+pub trait SecureRng: Send + Sync {
+    fn fill(&self, buf: &mut [u8]);
+    /// A uniform number in `0..n` (rejection sampling, no modulo bias).
+    fn below(&self, n: u32) -> u32 {
+        let n = n.max(1);
+        let zone = u32::MAX - (u32::MAX % n);
+        loop {
+            let mut b = [0u8; 4];
+            self.fill(&mut b);
+            let v = u32::from_le_bytes(b);
+            if v < zone {
+                return v % n;
+            }
+        }
+    }
+}
+
+/// An account as the directory sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub login: Login,
+    pub display_name: String,
+    pub email: Option<Email>,
+    pub disabled: bool,
+    pub locked: bool,
+    pub has_password: bool,
+    pub groups: Vec<String>,
+}
+
+/// What to create in a directory that can hold accounts (the builtin one).
+#[derive(Clone, Debug)]
+pub struct AccountSpec {
+    pub login: Login,
+    pub display_name: String,
+    pub email: Option<Email>,
+    pub groups: Vec<String>,
+    pub password: Option<Password>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("the directory is unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("the directory refused the password")]
+    Rejected(Vec<Violation>),
+    #[error("the account is locked")]
+    Locked,
+    #[error("the account is disabled")]
+    Disabled,
+    #[error("no such account")]
+    NotFound,
+    #[error("not supported by this directory: {0}")]
+    Unsupported(&'static str),
+    #[error("directory error: {0}")]
+    Other(String),
+}
+
+/// The writeback target: builtin, OpenLDAP or Active Directory.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// A short name for logs and audit ("builtin", "ldap", "ad").
+    fn name(&self) -> &str;
+    async fn find_account(&self, login: &Login) -> Result<Option<Account>, DirectoryError>;
+    /// Checks the password; counts a failure toward the directory's lockout.
+    async fn authenticate(&self, login: &Login, password: &Password) -> Result<Account, DirectoryError>;
+    /// Sets a new password as the service would, and unlocks the account.
+    async fn reset_password(&self, login: &Login, new: &Password) -> Result<(), DirectoryError>;
+    /// Changes the password as the user, who proves the old one.
+    async fn change_password(&self, login: &Login, old: &Password, new: &Password)
+        -> Result<(), DirectoryError>;
+    /// Clears a lockout without touching the password.
+    async fn unlock(&self, login: &Login) -> Result<(), DirectoryError>;
+    /// Creates or updates an account where the directory holds them; `Unsupported` elsewhere.
+    async fn provision(&self, spec: &AccountSpec) -> Result<bool, DirectoryError>;
+    async fn health(&self) -> Result<(), DirectoryError>;
+}
+
+/// A registered verification method.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Method {
+    pub id: MethodId,
+    pub login: Login,
+    pub kind: MethodKind,
+    pub address: Email,
+    pub verified: bool,
+    pub source: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The pending verification code of a method being registered.
+#[derive(Clone, Debug)]
+pub struct MethodCode {
+    pub hash: TokenHash,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A message to deliver through the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingMail {
+    pub to: Email,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct QueuedMail {
+    pub id: i64,
+    pub mail: OutgoingMail,
+    pub attempts: u32,
+    pub created_at: OffsetDateTime,
+    pub sent_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+}
+
+/// The per-account counter of wrong codes, kept across flows and re-sent codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureOp {
+    Increment { key: String, at: OffsetDateTime },
+    Clear { key: String },
+}
+
+/// What a use case writes together with its state change, in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    pub audit: Vec<AuditEvent>,
+    pub mail: Vec<OutgoingMail>,
+    pub failure: Option<FailureOp>,
+}
+
+impl Changes {
+    pub fn audit(event: AuditEvent) -> Self {
+        Self { audit: vec![event], ..Self::default() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token_hash: TokenHash,
+    pub login: Login,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A user's profile as imported from HR or synchronised from a directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserProfile {
+    pub login: Login,
+    pub display_name: String,
+    pub email: Option<Email>,
+    pub mobile_phone: Option<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodVerification {
+    Verified,
+    WrongCode,
+    Expired,
+    TooManyAttempts,
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditRow {
+    pub id: i64,
+    pub event: AuditEvent,
+}
+
+/// Persistent state of Gatehouse itself (not the directory's).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The instance key; the first caller's candidate wins and is kept.
+    async fn instance_key(&self, candidate: [u8; 32]) -> Result<[u8; 32], StoreError>;
+
+    async fn methods(&self, login: &Login) -> Result<Vec<Method>, StoreError>;
+    async fn insert_method(&self, method: &Method, code: Option<&MethodCode>, changes: Changes)
+        -> Result<(), StoreError>;
+    /// Atomically checks and consumes a method's pending code (single use under races).
+    async fn verify_method(
+        &self,
+        login: &Login,
+        id: &MethodId,
+        code: &TokenHash,
+        now: OffsetDateTime,
+        max_attempts: u32,
+        on_success: Changes,
+        on_failure: Changes,
+    ) -> Result<MethodVerification, StoreError>;
+    async fn remove_method(&self, login: &Login, id: &MethodId, changes: Changes) -> Result<bool, StoreError>;
+
+    async fn upsert_profile(&self, profile: &UserProfile, changes: Changes) -> Result<(), StoreError>;
+
+    async fn insert_flow(&self, flow: &Flow, changes: Changes) -> Result<(), StoreError>;
+    async fn flow_by_token(&self, token: &TokenHash) -> Result<Option<Flow>, StoreError>;
+    /// Saves the flow if nobody saved it since `expected_version`; false when someone did.
+    async fn save_flow(&self, flow: &Flow, expected_version: i64, changes: Changes) -> Result<bool, StoreError>;
+
+    /// Wrong codes for this key since `since`.
+    async fn failures(&self, key: &str, since: OffsetDateTime) -> Result<u32, StoreError>;
+
+    async fn insert_session(&self, session: &Session, changes: Changes) -> Result<(), StoreError>;
+    async fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError>;
+    async fn delete_session(&self, token: &TokenHash) -> Result<(), StoreError>;
+    async fn delete_sessions_of(&self, login: &Login) -> Result<u64, StoreError>;
+
+    /// Writes audit events and mail with no other state change.
+    async fn record(&self, changes: Changes) -> Result<(), StoreError>;
+
+    async fn due_mail(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<QueuedMail>, StoreError>;
+    async fn mail_sent(&self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn mail_failed(&self, id: i64, next_attempt: OffsetDateTime, error: &str) -> Result<(), StoreError>;
+    async fn recent_mail(&self, limit: u32) -> Result<Vec<QueuedMail>, StoreError>;
+
+    async fn audit_after(
+        &self,
+        after_id: i64,
+        since: Option<OffsetDateTime>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError>;
+
+    async fn health(&self) -> Result<(), StoreError>;
+}

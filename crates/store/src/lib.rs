@@ -1,0 +1,483 @@
+//! Gatehouse store: the [`Store`] port on SQLite (the embedded default) through sqlx.
+//!
+//! Every state change and the audit events and outgoing mail that go with it are written in one
+//! `BEGIN IMMEDIATE` transaction. Single use is enforced by conditional updates.
+#![forbid(unsafe_code)]
+
+mod rows;
+
+use async_trait::async_trait;
+use gatehouse_core::flow::Flow;
+use gatehouse_core::ports::{
+    AuditRow, Changes, FailureOp, Method, MethodCode, MethodVerification, QueuedMail, Session, Store,
+    StoreError, UserProfile,
+};
+use gatehouse_core::secret::{hashes_equal, TokenHash};
+use gatehouse_core::types::{Login, MethodId};
+use rows::{audit_row, method_row, millis, queued_mail, time_of};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// How long a claimed message stays with the worker that claimed it.
+const MAIL_LEASE_MS: i64 = 60_000;
+
+fn err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`) and
+    /// runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(format!("store.url: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("migrations: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for adapters that keep their own tables in the same database (the builtin directory).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)
+    }
+}
+
+async fn apply(tx: &mut Transaction<'static, Sqlite>, changes: Changes) -> Result<(), StoreError> {
+    // Outgoing mail is stamped with the time of the event that caused it.
+    let now = changes.audit.first().map(|e| millis(e.at)).unwrap_or(0);
+    for e in &changes.audit {
+        sqlx::query(
+            "INSERT INTO audit (at, activity, actor, target, result, reason, method, client_ip, user_agent, \
+             flow_id, directory) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(millis(e.at))
+        .bind(e.activity.as_str())
+        .bind(&e.actor)
+        .bind(e.target.as_ref().map(|t| t.as_str()))
+        .bind(e.result.as_str())
+        .bind(&e.reason)
+        .bind(e.method.map(|m| m.as_str()))
+        .bind(e.client_ip.map(|ip| ip.to_string()))
+        .bind(&e.user_agent)
+        .bind(e.flow_id.as_ref().map(|f| f.0.as_str()))
+        .bind(&e.directory)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+    }
+    for m in &changes.mail {
+        sqlx::query(
+            "INSERT INTO outbox (recipient, subject, body, created_at, next_attempt_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(m.to.as_str())
+        .bind(&m.subject)
+        .bind(&m.body)
+        .bind(now)
+        .bind(0_i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+    }
+    match changes.failure {
+        Some(FailureOp::Increment { key, at }) => {
+            sqlx::query("INSERT INTO failures (key, at) VALUES (?, ?)")
+                .bind(key)
+                .bind(millis(at))
+                .execute(&mut **tx)
+                .await
+                .map_err(err)?;
+        }
+        Some(FailureOp::Clear { key }) => {
+            sqlx::query("DELETE FROM failures WHERE key = ?").bind(key).execute(&mut **tx).await.map_err(err)?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn instance_key(&self, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO instance (id, key) VALUES (1, ?)")
+            .bind(candidate.as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        let key: Vec<u8> =
+            sqlx::query_scalar("SELECT key FROM instance WHERE id = 1").fetch_one(&self.pool).await.map_err(err)?;
+        key.try_into().map_err(|_| StoreError::Other("instance key has the wrong length".into()))
+    }
+
+    async fn methods(&self, login: &Login) -> Result<Vec<Method>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, login, kind, address, verified, source, created_at FROM methods \
+             WHERE login = ? ORDER BY created_at, id",
+        )
+        .bind(login.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(method_row).collect()
+    }
+
+    async fn insert_method(&self, m: &Method, code: Option<&MethodCode>, changes: Changes) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO methods (id, login, kind, address, verified, source, created_at, verified_at, \
+             code_hash, code_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(m.id.as_str())
+        .bind(m.login.as_str())
+        .bind(m.kind.as_str())
+        .bind(m.address.as_str())
+        .bind(m.verified)
+        .bind(&m.source)
+        .bind(millis(m.created_at))
+        .bind(m.verified.then(|| millis(m.created_at)))
+        .bind(code.map(|c| c.hash.0.to_vec()))
+        .bind(code.map(|c| millis(c.expires_at)))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn verify_method(
+        &self,
+        login: &Login,
+        id: &MethodId,
+        code: &TokenHash,
+        now: OffsetDateTime,
+        max_attempts: u32,
+        on_success: Changes,
+        on_failure: Changes,
+    ) -> Result<MethodVerification, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT code_hash, code_expires_at, code_attempts FROM methods WHERE id = ? AND login = ?",
+        )
+        .bind(id.as_str())
+        .bind(login.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err)?;
+        let Some(row) = row else {
+            return Ok(MethodVerification::NotFound);
+        };
+        let hash: Option<Vec<u8>> = row.try_get("code_hash").map_err(err)?;
+        let expires: Option<i64> = row.try_get("code_expires_at").map_err(err)?;
+        let attempts: i64 = row.try_get("code_attempts").map_err(err)?;
+        let stored = hash.and_then(|h| <[u8; 32]>::try_from(h).ok()).map(TokenHash);
+        let outcome = match (stored, expires) {
+            _ if attempts >= i64::from(max_attempts) => MethodVerification::TooManyAttempts,
+            (Some(_), Some(exp)) if millis(now) >= exp => MethodVerification::Expired,
+            (Some(stored), Some(_)) if hashes_equal(&stored, code) => {
+                let done = sqlx::query(
+                    "UPDATE methods SET verified = 1, verified_at = ?, code_hash = NULL, code_expires_at = NULL \
+                     WHERE id = ? AND code_hash = ?",
+                )
+                .bind(millis(now))
+                .bind(id.as_str())
+                .bind(stored.0.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+                if done.rows_affected() == 1 {
+                    MethodVerification::Verified
+                } else {
+                    MethodVerification::WrongCode
+                }
+            }
+            _ => MethodVerification::WrongCode,
+        };
+        match outcome {
+            MethodVerification::Verified => apply(&mut tx, on_success).await?,
+            MethodVerification::WrongCode | MethodVerification::Expired => {
+                sqlx::query("UPDATE methods SET code_attempts = code_attempts + 1 WHERE id = ?")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                apply(&mut tx, on_failure).await?;
+            }
+            _ => apply(&mut tx, on_failure).await?,
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(outcome)
+    }
+
+    async fn remove_method(&self, login: &Login, id: &MethodId, changes: Changes) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM methods WHERE id = ? AND login = ?")
+            .bind(id.as_str())
+            .bind(login.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn upsert_profile(&self, p: &UserProfile, changes: Changes) -> Result<(), StoreError> {
+        let groups = serde_json::to_string(&p.groups).map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO profiles (login, display_name, email, mobile_phone, groups, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (login) DO UPDATE SET display_name = excluded.display_name, \
+             email = excluded.email, mobile_phone = excluded.mobile_phone, groups = excluded.groups, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(p.login.as_str())
+        .bind(&p.display_name)
+        .bind(p.email.as_ref().map(|e| e.as_str()))
+        .bind(&p.mobile_phone)
+        .bind(groups)
+        .bind(changes.audit.first().map(|e| millis(e.at)).unwrap_or(0))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn insert_flow(&self, flow: &Flow, changes: Changes) -> Result<(), StoreError> {
+        let data = serde_json::to_string(flow).map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM flows WHERE expires_at < ?")
+            .bind(millis(flow.created_at) - 86_400_000)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("INSERT INTO flows (token_hash, id, login, version, expires_at, data) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(flow.token_hash.0.as_slice())
+            .bind(&flow.id.0)
+            .bind(flow.login.as_str())
+            .bind(flow.version)
+            .bind(millis(flow.expires_at))
+            .bind(data)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn flow_by_token(&self, token: &TokenHash) -> Result<Option<Flow>, StoreError> {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM flows WHERE token_hash = ?")
+            .bind(token.0.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        data.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Other(format!("flow record: {e}"))))
+            .transpose()
+    }
+
+    async fn save_flow(&self, flow: &Flow, expected_version: i64, changes: Changes) -> Result<bool, StoreError> {
+        let data = serde_json::to_string(flow).map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE flows SET version = ?, data = ? WHERE token_hash = ? AND version = ?")
+            .bind(flow.version)
+            .bind(data)
+            .bind(flow.token_hash.0.as_slice())
+            .bind(expected_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn failures(&self, key: &str, since: OffsetDateTime) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM failures WHERE key = ? AND at >= ?")
+            .bind(key)
+            .bind(millis(since))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn insert_session(&self, s: &Session, changes: Changes) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+            .bind(millis(s.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("INSERT INTO sessions (token_hash, login, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(s.token_hash.0.as_slice())
+            .bind(s.login.as_str())
+            .bind(millis(s.created_at))
+            .bind(millis(s.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query("SELECT login, created_at, expires_at FROM sessions WHERE token_hash = ?")
+            .bind(token.0.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.map(|r| {
+            let login: String = r.try_get("login").map_err(err)?;
+            Ok(Session {
+                token_hash: *token,
+                login: Login::parse(&login).map_err(|e| StoreError::Other(e.to_string()))?,
+                created_at: time_of(r.try_get("created_at").map_err(err)?),
+                expires_at: time_of(r.try_get("expires_at").map_err(err)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token: &TokenHash) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token.0.as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn delete_sessions_of(&self, login: &Login) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE login = ?")
+            .bind(login.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn record(&self, changes: Changes) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn due_mail(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<QueuedMail>, StoreError> {
+        // Claim with a lease so that two workers (two nodes) never send the same message at once.
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, recipient, subject, body, attempts, created_at, sent_at, last_error FROM outbox \
+             WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        let mail = rows.iter().map(queued_mail).collect::<Result<Vec<_>, _>>()?;
+        for m in &mail {
+            sqlx::query("UPDATE outbox SET next_attempt_at = ? WHERE id = ?")
+                .bind(millis(now) + MAIL_LEASE_MS)
+                .bind(m.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(mail)
+    }
+
+    async fn mail_sent(&self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
+            .bind(millis(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn mail_failed(&self, id: i64, next_attempt: OffsetDateTime, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?")
+            .bind(millis(next_attempt))
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn recent_mail(&self, limit: u32) -> Result<Vec<QueuedMail>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, recipient, subject, body, attempts, created_at, sent_at, last_error FROM outbox \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(queued_mail).collect()
+    }
+
+    async fn audit_after(
+        &self,
+        after_id: i64,
+        since: Option<OffsetDateTime>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, activity, actor, target, result, reason, method, client_ip, user_agent, flow_id, \
+             directory FROM audit WHERE id > ? AND at >= ? ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(since.map(millis).unwrap_or(i64::MIN))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! Row ↔ domain conversions.
+use gatehouse_core::audit::{Activity, AuditEvent, Outcome};
+use gatehouse_core::ports::{AuditRow, Method, OutgoingMail, QueuedMail, StoreError};
+use gatehouse_core::types::{Email, FlowId, Login, MethodId, MethodKind};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+pub fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+pub fn time_of(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(format!("corrupt {what}: {e}"))
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    r: &'r SqliteRow,
+    col: &str,
+) -> Result<T, StoreError> {
+    r.try_get(col).map_err(|e| bad(col, e))
+}
+
+pub fn method_row(r: &SqliteRow) -> Result<Method, StoreError> {
+    let kind: String = get(r, "kind")?;
+    Ok(Method {
+        id: MethodId::parse(&get::<String>(r, "id")?).map_err(|e| bad("method id", e))?,
+        login: Login::parse(&get::<String>(r, "login")?).map_err(|e| bad("login", e))?,
+        kind: MethodKind::parse(&kind).map_err(|e| bad("method kind", e))?,
+        address: Email::parse(&get::<String>(r, "address")?).map_err(|e| bad("address", e))?,
+        verified: get(r, "verified")?,
+        source: get(r, "source")?,
+        created_at: time_of(get(r, "created_at")?),
+    })
+}
+
+pub fn queued_mail(r: &SqliteRow) -> Result<QueuedMail, StoreError> {
+    let attempts: i64 = get(r, "attempts")?;
+    Ok(QueuedMail {
+        id: get(r, "id")?,
+        mail: OutgoingMail {
+            to: Email::parse(&get::<String>(r, "recipient")?).map_err(|e| bad("recipient", e))?,
+            subject: get(r, "subject")?,
+            body: get(r, "body")?,
+        },
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        created_at: time_of(get(r, "created_at")?),
+        sent_at: get::<Option<i64>>(r, "sent_at")?.map(time_of),
+        last_error: get(r, "last_error")?,
+    })
+}
+
+fn activity(s: &str) -> Result<Activity, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| bad("activity", e))
+}
+
+pub fn audit_row(r: &SqliteRow) -> Result<AuditRow, StoreError> {
+    let result: String = get(r, "result")?;
+    let method: Option<String> = get(r, "method")?;
+    let target: Option<String> = get(r, "target")?;
+    let ip: Option<String> = get(r, "client_ip")?;
+    Ok(AuditRow {
+        id: get(r, "id")?,
+        event: AuditEvent {
+            at: time_of(get(r, "at")?),
+            activity: activity(&get::<String>(r, "activity")?)?,
+            actor: get(r, "actor")?,
+            target: target.map(|t| Login::parse(&t)).transpose().map_err(|e| bad("target", e))?,
+            result: if result == "success" { Outcome::Success } else { Outcome::Failure },
+            reason: get(r, "reason")?,
+            method: method.map(|m| MethodKind::parse(&m)).transpose().map_err(|e| bad("method", e))?,
+            client_ip: ip.and_then(|i| i.parse().ok()),
+            user_agent: get(r, "user_agent")?,
+            flow_id: get::<Option<String>>(r, "flow_id")?.map(FlowId),
+            directory: get(r, "directory")?,
+        },
+    })
+}
