@@ -74,9 +74,7 @@ impl ServiceError {
             }
             Self::PasswordRejected(_) => "The new password does not meet the rules.".into(),
             Self::InvalidCredentials => "The user name or password is not correct.".into(),
-            Self::AccountLocked => {
-                "Your account is locked. Use \"I'm locked out\" to unlock it.".into()
-            }
+            Self::AccountLocked => "Your account is locked. Use \"I'm locked out\" to unlock it.".into(),
             Self::Unauthorized => "Please sign in.".into(),
             Self::NotFound => "Not found.".into(),
             Self::DirectoryUnavailable(_) => {

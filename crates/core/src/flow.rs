@@ -95,7 +95,10 @@ impl Flow {
     }
 
     fn method(&self, id: &MethodId) -> Result<&FlowMethod, FlowError> {
-        self.methods.iter().find(|m| &m.id == id).ok_or(FlowError::UnknownMethod)
+        self.methods
+            .iter()
+            .find(|m| &m.id == id)
+            .ok_or(FlowError::UnknownMethod)
     }
 
     /// A new code was generated for `method`; it replaces any earlier one.
@@ -114,13 +117,22 @@ impl Flow {
         if self.verified.contains(method) {
             return Err(FlowError::WrongStep);
         }
-        self.code = Some(PendingCode { method: method.clone(), hash, expires_at: now + lifetime });
+        self.code = Some(PendingCode {
+            method: method.clone(),
+            hash,
+            expires_at: now + lifetime,
+        });
         Ok(m)
     }
 
     /// Checks a typed code. On success the method counts as verified; once enough methods are,
     /// the flow moves on to the password (reset) or unlock step.
-    pub fn verify(&mut self, method: &MethodId, typed: &TokenHash, now: OffsetDateTime) -> Result<(), FlowError> {
+    pub fn verify(
+        &mut self,
+        method: &MethodId,
+        typed: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<(), FlowError> {
         self.active(now)?;
         if self.step != FlowStep::Verify {
             return Err(FlowError::WrongStep);
@@ -190,7 +202,9 @@ mod hex_hash {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TokenHash, D::Error> {
         let s = String::deserialize(d)?;
         let bytes = hex::decode(s).map_err(serde::de::Error::custom)?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| serde::de::Error::custom("hash length"))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("hash length"))?;
         Ok(TokenHash(arr))
     }
 }
@@ -215,8 +229,18 @@ mod tests {
             login: Login::parse("alice").unwrap(),
             genuine,
             methods: vec![
-                FlowMethod { id: mid(1), kind: MethodKind::Email, hint: "a".into(), address: None },
-                FlowMethod { id: mid(2), kind: MethodKind::Email, hint: "b".into(), address: None },
+                FlowMethod {
+                    id: mid(1),
+                    kind: MethodKind::Email,
+                    hint: "a".into(),
+                    address: None,
+                },
+                FlowMethod {
+                    id: mid(2),
+                    kind: MethodKind::Email,
+                    hint: "b".into(),
+                    address: None,
+                },
             ],
             required,
             verified: vec![],
@@ -231,15 +255,25 @@ mod tests {
     #[test]
     fn reset_needs_the_right_code_then_reaches_password() {
         let mut f = flow(FlowKind::Reset, 1, true);
-        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10)).unwrap();
-        assert_eq!(f.verify(&mid(1), &TokenHash([8; 32]), T0), Err(FlowError::InvalidCode));
-        assert_eq!(f.verify(&mid(2), &TokenHash([7; 32]), T0), Err(FlowError::InvalidCode));
+        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10))
+            .unwrap();
+        assert_eq!(
+            f.verify(&mid(1), &TokenHash([8; 32]), T0),
+            Err(FlowError::InvalidCode)
+        );
+        assert_eq!(
+            f.verify(&mid(2), &TokenHash([7; 32]), T0),
+            Err(FlowError::InvalidCode)
+        );
         f.verify(&mid(1), &TokenHash([7; 32]), T0).unwrap();
         assert_eq!(f.step, FlowStep::Password);
         assert!(f.ready_for_password(T0).is_ok());
         assert!(f.ready_for_unlock(T0).is_err());
         // the code was consumed
-        assert_eq!(f.verify(&mid(1), &TokenHash([7; 32]), T0), Err(FlowError::WrongStep));
+        assert_eq!(
+            f.verify(&mid(1), &TokenHash([7; 32]), T0),
+            Err(FlowError::WrongStep)
+        );
         f.finish();
         assert_eq!(f.ready_for_password(T0), Err(FlowError::Finished));
     }
@@ -247,11 +281,16 @@ mod tests {
     #[test]
     fn two_required_methods_must_be_distinct() {
         let mut f = flow(FlowKind::Unlock, 2, true);
-        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10)).unwrap();
+        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10))
+            .unwrap();
         f.verify(&mid(1), &TokenHash([7; 32]), T0).unwrap();
         assert_eq!(f.step, FlowStep::Verify);
-        assert_eq!(f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10)), Err(FlowError::WrongStep));
-        f.code_sent(&mid(2), TokenHash([6; 32]), T0, Duration::minutes(10)).unwrap();
+        assert_eq!(
+            f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10)),
+            Err(FlowError::WrongStep)
+        );
+        f.code_sent(&mid(2), TokenHash([6; 32]), T0, Duration::minutes(10))
+            .unwrap();
         f.verify(&mid(2), &TokenHash([6; 32]), T0).unwrap();
         assert_eq!(f.step, FlowStep::Unlock);
     }
@@ -259,25 +298,37 @@ mod tests {
     #[test]
     fn codes_and_flows_expire() {
         let mut f = flow(FlowKind::Reset, 1, true);
-        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10)).unwrap();
+        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10))
+            .unwrap();
         let later = T0 + Duration::minutes(10);
-        assert_eq!(f.verify(&mid(1), &TokenHash([7; 32]), later), Err(FlowError::CodeExpired));
+        assert_eq!(
+            f.verify(&mid(1), &TokenHash([7; 32]), later),
+            Err(FlowError::CodeExpired)
+        );
         let much_later = T0 + Duration::minutes(15);
-        assert_eq!(f.verify(&mid(1), &TokenHash([7; 32]), much_later), Err(FlowError::Expired));
+        assert_eq!(
+            f.verify(&mid(1), &TokenHash([7; 32]), much_later),
+            Err(FlowError::Expired)
+        );
     }
 
     #[test]
     fn decoys_never_verify() {
         let mut f = flow(FlowKind::Reset, 1, false);
-        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10)).unwrap();
-        assert_eq!(f.verify(&mid(1), &TokenHash([7; 32]), T0), Err(FlowError::InvalidCode));
+        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10))
+            .unwrap();
+        assert_eq!(
+            f.verify(&mid(1), &TokenHash([7; 32]), T0),
+            Err(FlowError::InvalidCode)
+        );
         assert!(f.ready_for_password(T0).is_err());
     }
 
     #[test]
     fn serde_round_trip() {
         let mut f = flow(FlowKind::Reset, 1, true);
-        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10)).unwrap();
+        f.code_sent(&mid(1), TokenHash([7; 32]), T0, Duration::minutes(10))
+            .unwrap();
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<Flow>(&json).unwrap(), f);
     }

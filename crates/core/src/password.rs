@@ -10,7 +10,10 @@ pub struct Violation {
 
 impl Violation {
     pub fn new(rule: &str, message: impl Into<String>) -> Self {
-        Self { rule: rule.to_owned(), message: message.into() }
+        Self {
+            rule: rule.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -30,18 +33,31 @@ pub struct PasswordPolicy {
 
 impl Default for PasswordPolicy {
     fn default() -> Self {
-        Self { min_length: 12, max_length: 1024, forbid_login: true }
+        Self {
+            min_length: 12,
+            max_length: 1024,
+            forbid_login: true,
+        }
     }
 }
 
 impl PasswordPolicy {
     pub fn rules(&self) -> Vec<RuleText> {
         let mut out = vec![
-            RuleText { rule: "min_length", text: format!("At least {} characters.", self.min_length) },
-            RuleText { rule: "max_length", text: format!("At most {} characters.", self.max_length) },
+            RuleText {
+                rule: "min_length",
+                text: format!("At least {} characters.", self.min_length),
+            },
+            RuleText {
+                rule: "max_length",
+                text: format!("At most {} characters.", self.max_length),
+            },
         ];
         if self.forbid_login {
-            out.push(RuleText { rule: "contains_login", text: "Must not contain your user name.".into() });
+            out.push(RuleText {
+                rule: "contains_login",
+                text: "Must not contain your user name.".into(),
+            });
         }
         out.push(RuleText {
             rule: "history",
@@ -57,7 +73,10 @@ impl PasswordPolicy {
         if len < self.min_length {
             v.push(Violation::new(
                 "min_length",
-                format!("Use at least {} characters (this one has {len}).", self.min_length),
+                format!(
+                    "Use at least {} characters (this one has {len}).",
+                    self.min_length
+                ),
             ));
         }
         if len > self.max_length {
@@ -70,9 +89,15 @@ impl PasswordPolicy {
             let pw = password.to_lowercase();
             let login = login.to_lowercase();
             if pw == login {
-                v.push(Violation::new("not_login", "Your password cannot be your user name."));
+                v.push(Violation::new(
+                    "not_login",
+                    "Your password cannot be your user name.",
+                ));
             } else if pw.contains(&login) {
-                v.push(Violation::new("contains_login", "Your password cannot contain your user name."));
+                v.push(Violation::new(
+                    "contains_login",
+                    "Your password cannot contain your user name.",
+                ));
             }
         }
         v
@@ -113,8 +138,15 @@ mod tests {
 
     #[test]
     fn all_violations_are_returned_together() {
-        let p = PasswordPolicy { min_length: 20, max_length: 30, forbid_login: true };
-        assert_eq!(rules(&p.check("carol", "carol-pass")), ["min_length", "contains_login"]);
+        let p = PasswordPolicy {
+            min_length: 20,
+            max_length: 30,
+            forbid_login: true,
+        };
+        assert_eq!(
+            rules(&p.check("carol", "carol-pass")),
+            ["min_length", "contains_login"]
+        );
     }
 
     proptest! {

@@ -82,8 +82,12 @@ pub trait Directory: Send + Sync {
     /// Sets a new password as the service would, and unlocks the account.
     async fn reset_password(&self, login: &Login, new: &Password) -> Result<(), DirectoryError>;
     /// Changes the password as the user, who proves the old one.
-    async fn change_password(&self, login: &Login, old: &Password, new: &Password)
-        -> Result<(), DirectoryError>;
+    async fn change_password(
+        &self,
+        login: &Login,
+        old: &Password,
+        new: &Password,
+    ) -> Result<(), DirectoryError>;
     /// Clears a lockout without touching the password.
     async fn unlock(&self, login: &Login) -> Result<(), DirectoryError>;
     /// Creates or updates an account where the directory holds them; `Unsupported` elsewhere.
@@ -146,7 +150,10 @@ pub struct Changes {
 
 impl Changes {
     pub fn audit(event: AuditEvent) -> Self {
-        Self { audit: vec![event], ..Self::default() }
+        Self {
+            audit: vec![event],
+            ..Self::default()
+        }
     }
 }
 
@@ -198,8 +205,12 @@ pub trait Store: Send + Sync {
     async fn instance_key(&self, candidate: [u8; 32]) -> Result<[u8; 32], StoreError>;
 
     async fn methods(&self, login: &Login) -> Result<Vec<Method>, StoreError>;
-    async fn insert_method(&self, method: &Method, code: Option<&MethodCode>, changes: Changes)
-        -> Result<(), StoreError>;
+    async fn insert_method(
+        &self,
+        method: &Method,
+        code: Option<&MethodCode>,
+        changes: Changes,
+    ) -> Result<(), StoreError>;
     /// Atomically checks and consumes a method's pending code (single use under races).
     async fn verify_method(
         &self,
@@ -211,14 +222,20 @@ pub trait Store: Send + Sync {
         on_success: Changes,
         on_failure: Changes,
     ) -> Result<MethodVerification, StoreError>;
-    async fn remove_method(&self, login: &Login, id: &MethodId, changes: Changes) -> Result<bool, StoreError>;
+    async fn remove_method(&self, login: &Login, id: &MethodId, changes: Changes)
+        -> Result<bool, StoreError>;
 
     async fn upsert_profile(&self, profile: &UserProfile, changes: Changes) -> Result<(), StoreError>;
 
     async fn insert_flow(&self, flow: &Flow, changes: Changes) -> Result<(), StoreError>;
     async fn flow_by_token(&self, token: &TokenHash) -> Result<Option<Flow>, StoreError>;
     /// Saves the flow if nobody saved it since `expected_version`; false when someone did.
-    async fn save_flow(&self, flow: &Flow, expected_version: i64, changes: Changes) -> Result<bool, StoreError>;
+    async fn save_flow(
+        &self,
+        flow: &Flow,
+        expected_version: i64,
+        changes: Changes,
+    ) -> Result<bool, StoreError>;
 
     /// Wrong codes for this key since `since`.
     async fn failures(&self, key: &str, since: OffsetDateTime) -> Result<u32, StoreError>;
@@ -233,7 +250,8 @@ pub trait Store: Send + Sync {
 
     async fn due_mail(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<QueuedMail>, StoreError>;
     async fn mail_sent(&self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
-    async fn mail_failed(&self, id: i64, next_attempt: OffsetDateTime, error: &str) -> Result<(), StoreError>;
+    async fn mail_failed(&self, id: i64, next_attempt: OffsetDateTime, error: &str)
+        -> Result<(), StoreError>;
     async fn recent_mail(&self, limit: u32) -> Result<Vec<QueuedMail>, StoreError>;
 
     async fn audit_after(

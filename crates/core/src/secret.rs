@@ -56,7 +56,9 @@ impl Token {
     }
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let s = raw.trim();
-        let ok = s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = s.len() == 43
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(Self(SecretString::from(s.to_owned())))
         } else {
@@ -94,7 +96,10 @@ impl OtpCode {
         if (6..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
             Ok(Self(SecretString::from(s)))
         } else {
-            Err(ParseError::new("code", "the code is the 6 or more digits from the message"))
+            Err(ParseError::new(
+                "code",
+                "the code is the 6 or more digits from the message",
+            ))
         }
     }
     pub fn expose_secret(&self) -> &str {
@@ -127,7 +132,10 @@ impl InstanceKey {
     }
     /// Keyed hash of a short code, bound to what it verifies (flow or method id).
     pub fn code_hash(&self, context: &str, code: &OtpCode) -> TokenHash {
-        TokenHash(self.mac("gatehouse/code/v1", &[context.as_bytes(), code.expose_secret().as_bytes()]))
+        TokenHash(self.mac(
+            "gatehouse/code/v1",
+            &[context.as_bytes(), code.expose_secret().as_bytes()],
+        ))
     }
     /// Deterministic bytes for a login, for decoys that stay the same for the same login.
     pub fn derive(&self, purpose: &str, input: &str) -> [u8; 32] {

@@ -86,7 +86,11 @@ impl From<&Flow> for FlowView {
                 .methods
                 .iter()
                 .filter(|m| !f.verified.contains(&m.id))
-                .map(|m| MethodView { id: m.id.clone(), kind: m.kind, hint: m.hint.clone() })
+                .map(|m| MethodView {
+                    id: m.id.clone(),
+                    kind: m.kind,
+                    hint: m.hint.clone(),
+                })
                 .collect(),
             code_sent_to: f.code.as_ref().map(|c| c.method.clone()),
         }
@@ -167,7 +171,14 @@ impl Gatehouse {
         let mut candidate = [0u8; 32];
         rng.fill(&mut candidate);
         let key = InstanceKey::new(store.instance_key(candidate).await?);
-        Ok(Self { directory, store, clock, rng, settings: Arc::new(settings), key })
+        Ok(Self {
+            directory,
+            store,
+            clock,
+            rng,
+            settings: Arc::new(settings),
+            key,
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -182,7 +193,9 @@ impl Gatehouse {
         AuditEvent {
             at: self.clock.now(),
             activity,
-            actor: target.map(|l| l.to_string()).unwrap_or_else(|| "anonymous".into()),
+            actor: target
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "anonymous".into()),
             target: target.cloned(),
             result: Outcome::Success,
             reason: None,
@@ -234,8 +247,13 @@ impl Gatehouse {
         let login = Login::parse(login)?;
         let now = self.clock.now();
         let account = self.directory.find_account(&login).await?;
-        let verified: Vec<Method> =
-            self.store.methods(&login).await?.into_iter().filter(|m| m.verified).collect();
+        let verified: Vec<Method> = self
+            .store
+            .methods(&login)
+            .await?
+            .into_iter()
+            .filter(|m| m.verified)
+            .collect();
         let required = self.settings.methods_required.max(1);
         let reason = match &account {
             None => Some("unknown_account"),
@@ -274,12 +292,18 @@ impl Gatehouse {
         let mut event = self.flow_event(Activity::FlowStarted, &flow, meta);
         event.reason = Some(reason.unwrap_or(kind.as_str()).to_owned());
         self.store.insert_flow(&flow, Changes::audit(event)).await?;
-        Ok(StartedFlow { token, view: FlowView::from(&flow) })
+        Ok(StartedFlow {
+            token,
+            view: FlowView::from(&flow),
+        })
     }
 
     async fn load_flow(&self, token: &str) -> Result<Flow, ServiceError> {
         let token = Token::parse(token).map_err(|_| ServiceError::FlowNotFound)?;
-        self.store.flow_by_token(&token.hash()).await?.ok_or(ServiceError::FlowNotFound)
+        self.store
+            .flow_by_token(&token.hash())
+            .await?
+            .ok_or(ServiceError::FlowNotFound)
     }
 
     pub async fn flow(&self, token: &str) -> Result<FlowView, ServiceError> {
@@ -336,7 +360,10 @@ impl Gatehouse {
         let mut flow = self.load_flow(token).await?;
         let now = self.clock.now();
         let key = Self::failure_key(&flow.login);
-        let failures = self.store.failures(&key, now - self.settings.attempt_window).await?;
+        let failures = self
+            .store
+            .failures(&key, now - self.settings.attempt_window)
+            .await?;
         if failures >= self.settings.max_code_attempts {
             let mut e = self.flow_event(Activity::Blocked, &flow, meta);
             e.result = Outcome::Failure;
@@ -355,8 +382,11 @@ impl Gatehouse {
             Ok(()) => {
                 let mut e = self.flow_event(Activity::CodeVerified, &flow, meta);
                 e.method = kind;
-                let changes =
-                    Changes { audit: vec![e], mail: vec![], failure: Some(FailureOp::Clear { key }) };
+                let changes = Changes {
+                    audit: vec![e],
+                    mail: vec![],
+                    failure: Some(FailureOp::Clear { key }),
+                };
                 flow.version += 1;
                 if self.store.save_flow(&flow, version, changes).await? {
                     Ok(FlowView::from(&flow))
@@ -394,14 +424,19 @@ impl Gatehouse {
 
     async fn notifications(&self, login: &Login, what: &str) -> Vec<crate::ports::OutgoingMail> {
         let account = self.directory.find_account(login).await.ok().flatten();
-        let name = account.as_ref().map(|a| a.display_name.clone()).unwrap_or_else(|| login.to_string());
+        let name = account
+            .as_ref()
+            .map(|a| a.display_name.clone())
+            .unwrap_or_else(|| login.to_string());
         let mut to: Vec<Email> = account.and_then(|a| a.email).into_iter().collect();
         if let Ok(methods) = self.store.methods(login).await {
             to.extend(methods.into_iter().filter(|m| m.verified).map(|m| m.address));
         }
         to.sort_by(|a, b| a.as_str().to_lowercase().cmp(&b.as_str().to_lowercase()));
         to.dedup_by(|a, b| a.as_str().eq_ignore_ascii_case(b.as_str()));
-        to.iter().map(|t| messages::notification(&self.settings.branding, t, &name, what)).collect()
+        to.iter()
+            .map(|t| messages::notification(&self.settings.branding, t, &name, what))
+            .collect()
     }
 
     /// Claims a verified flow (single use), runs the directory write, and records the outcome.
@@ -428,7 +463,9 @@ impl Gatehouse {
             Ok(()) => {
                 let mut changes = Changes::audit(self.flow_event(activity, &flow, meta));
                 changes.mail = self.notifications(&flow.login, what).await;
-                changes.failure = Some(FailureOp::Clear { key: Self::failure_key(&flow.login) });
+                changes.failure = Some(FailureOp::Clear {
+                    key: Self::failure_key(&flow.login),
+                });
                 self.store.record(changes).await?;
                 if activity == Activity::PasswordReset {
                     self.store.delete_sessions_of(&flow.login).await?;
@@ -439,7 +476,9 @@ impl Gatehouse {
                 // Give the flow back so the user can try again (another password, or later).
                 let mut restored = original;
                 restored.version = flow.version + 1;
-                self.store.save_flow(&restored, flow.version, Changes::default()).await?;
+                self.store
+                    .save_flow(&restored, flow.version, Changes::default())
+                    .await?;
                 let mut e = self.flow_event(activity, &flow, meta);
                 e.result = Outcome::Failure;
                 let err = ServiceError::from(err);
@@ -459,14 +498,21 @@ impl Gatehouse {
     ) -> Result<(), ServiceError> {
         let flow = self.load_flow(token).await?;
         flow.ready_for_password(self.clock.now())?;
-        let violations = self.settings.password.check(flow.login.as_str(), password.expose_secret());
+        let violations = self
+            .settings
+            .password
+            .check(flow.login.as_str(), password.expose_secret());
         if !violations.is_empty() {
             return Err(ServiceError::PasswordRejected(violations));
         }
         let dir = self.directory.clone();
-        self.complete_flow(flow, Activity::PasswordReset, "your password was reset", meta, |login| async move {
-            dir.reset_password(&login, password).await
-        })
+        self.complete_flow(
+            flow,
+            Activity::PasswordReset,
+            "your password was reset",
+            meta,
+            |login| async move { dir.reset_password(&login, password).await },
+        )
         .await
     }
 
@@ -475,9 +521,13 @@ impl Gatehouse {
         let flow = self.load_flow(token).await?;
         flow.ready_for_unlock(self.clock.now())?;
         let dir = self.directory.clone();
-        self.complete_flow(flow, Activity::AccountUnlocked, "your account was unlocked", meta, |login| async move {
-            dir.unlock(&login).await
-        })
+        self.complete_flow(
+            flow,
+            Activity::AccountUnlocked,
+            "your account was unlocked",
+            meta,
+            |login| async move { dir.unlock(&login).await },
+        )
         .await
     }
 
@@ -517,7 +567,12 @@ impl Gatehouse {
     }
 
     /// Signs in to the registration portal with the directory password.
-    pub async fn sign_in(&self, login: &str, password: &Password, meta: &RequestMeta) -> Result<Token, ServiceError> {
+    pub async fn sign_in(
+        &self,
+        login: &str,
+        password: &Password,
+        meta: &RequestMeta,
+    ) -> Result<Token, ServiceError> {
         let login = Login::parse(login)?;
         match self.directory.authenticate(&login, password).await {
             Ok(account) => {
@@ -547,12 +602,19 @@ impl Gatehouse {
     /// Resolves a session token into a capability.
     pub async fn session(&self, token: &str) -> Result<SessionCtx, ServiceError> {
         let token = Token::parse(token).map_err(|_| ServiceError::Unauthorized)?;
-        let s = self.store.session(&token.hash()).await?.ok_or(ServiceError::Unauthorized)?;
+        let s = self
+            .store
+            .session(&token.hash())
+            .await?
+            .ok_or(ServiceError::Unauthorized)?;
         if self.clock.now() >= s.expires_at {
             self.store.delete_session(&s.token_hash).await?;
             return Err(ServiceError::Unauthorized);
         }
-        Ok(SessionCtx { login: s.login, token: s.token_hash })
+        Ok(SessionCtx {
+            login: s.login,
+            token: s.token_hash,
+        })
     }
 
     pub async fn sign_out(&self, ctx: SessionCtx) -> Result<(), ServiceError> {
@@ -574,13 +636,19 @@ impl Gatehouse {
         let kind = MethodKind::parse(kind)?;
         let address = Email::parse(address)?;
         let existing = self.store.methods(&ctx.login).await?;
-        if existing.iter().any(|m| m.address.as_str().eq_ignore_ascii_case(address.as_str())) {
+        if existing
+            .iter()
+            .any(|m| m.address.as_str().eq_ignore_ascii_case(address.as_str()))
+        {
             return Err(ParseError::new("address", "this address is already registered").into());
         }
         if existing.len() >= self.settings.max_methods {
             return Err(ParseError::new(
                 "address",
-                format!("at most {} methods can be registered; remove one first", self.settings.max_methods),
+                format!(
+                    "at most {} methods can be registered; remove one first",
+                    self.settings.max_methods
+                ),
             )
             .into());
         }
@@ -610,7 +678,11 @@ impl Gatehouse {
             self.settings.code_lifetime.whole_minutes(),
             "confirm this address for password reset",
         );
-        let changes = Changes { audit: vec![e], mail: vec![mail], failure: None };
+        let changes = Changes {
+            audit: vec![e],
+            mail: vec![mail],
+            failure: None,
+        };
         self.store.insert_method(&method, Some(&pending), changes).await?;
         Ok(method)
     }
@@ -654,7 +726,12 @@ impl Gatehouse {
         }
     }
 
-    pub async fn remove_method(&self, ctx: &SessionCtx, id: &str, meta: &RequestMeta) -> Result<(), ServiceError> {
+    pub async fn remove_method(
+        &self,
+        ctx: &SessionCtx,
+        id: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), ServiceError> {
         let id = MethodId::parse(id).map_err(|_| ServiceError::NotFound)?;
         let methods = self.store.methods(&ctx.login).await?;
         let Some(m) = methods.into_iter().find(|m| m.id == id) else {
@@ -700,14 +777,21 @@ impl Gatehouse {
             mobile_phone: user.mobile_phone.clone(),
             groups: user.groups.clone(),
         };
-        let activity = if source == "cli" { Activity::UserAdded } else { Activity::UserImported };
+        let activity = if source == "cli" {
+            Activity::UserAdded
+        } else {
+            Activity::UserImported
+        };
         let mut e = self.event(activity, Some(&user.login), &RequestMeta::default());
         e.actor = format!("admin:{source}");
         self.store.upsert_profile(&profile, Changes::audit(e)).await?;
         let mut method_added = false;
         if let Some(alt) = &user.alternate_email {
             let existing = self.store.methods(&user.login).await?;
-            if !existing.iter().any(|m| m.address.as_str().eq_ignore_ascii_case(alt.as_str())) {
+            if !existing
+                .iter()
+                .any(|m| m.address.as_str().eq_ignore_ascii_case(alt.as_str()))
+            {
                 let mut id = [0u8; 10];
                 self.rng.fill(&mut id);
                 let method = Method {
@@ -719,14 +803,21 @@ impl Gatehouse {
                     source: source.to_owned(),
                     created_at: self.clock.now(),
                 };
-                let mut e = self.event(Activity::MethodRegistered, Some(&user.login), &RequestMeta::default());
+                let mut e = self.event(
+                    Activity::MethodRegistered,
+                    Some(&user.login),
+                    &RequestMeta::default(),
+                );
                 e.actor = format!("admin:{source}");
                 e.method = Some(MethodKind::Email);
                 self.store.insert_method(&method, None, Changes::audit(e)).await?;
                 method_added = true;
             }
         }
-        Ok(ImportOutcome { account_created, method_added })
+        Ok(ImportOutcome {
+            account_created,
+            method_added,
+        })
     }
 
     pub async fn account(&self, login: &Login) -> Result<Option<Account>, ServiceError> {

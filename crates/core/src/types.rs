@@ -12,7 +12,10 @@ pub struct ParseError {
 
 impl ParseError {
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -31,7 +34,10 @@ impl Login {
             return Err(ParseError::new("login", "a user name has at most 256 characters"));
         }
         if trimmed.chars().any(|c| c.is_control()) {
-            return Err(ParseError::new("login", "a user name cannot contain control characters"));
+            return Err(ParseError::new(
+                "login",
+                "a user name cannot contain control characters",
+            ));
         }
         Ok(Self(trimmed.to_lowercase()))
     }
@@ -91,7 +97,9 @@ impl Email {
         if labels.len() < 2 || !labels.iter().all(label_ok) {
             return err("the domain after @ is not valid");
         }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')) {
+        if s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'))
+        {
             return err("an email address cannot contain spaces or <>,;\"");
         }
         Ok(Self(format!("{local}@{}", domain.to_lowercase())))
@@ -138,7 +146,10 @@ impl MethodId {
     pub const LEN: usize = 20;
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let s = raw.trim();
-        if s.len() == Self::LEN && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == Self::LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(s.to_owned()))
         } else {
             Err(ParseError::new("method", "unknown method"))
@@ -212,7 +223,10 @@ impl MethodKind {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         match raw.trim() {
             "email" => Ok(Self::Email),
-            _ => Err(ParseError::new("type", "this method type is not available; use \"email\"")),
+            _ => Err(ParseError::new(
+                "type",
+                "this method type is not available; use \"email\"",
+            )),
         }
     }
 }
@@ -235,7 +249,16 @@ mod tests {
         let e = Email::parse("Alice.Private@Example.NET").unwrap();
         assert_eq!(e.as_str(), "Alice.Private@example.net");
         assert_eq!(e.masked(), "A•••@e•••.net");
-        for bad in ["", "alice", "alice@", "@example.org", "a@b", "a b@example.org", "a@exa mple.org", "a@-x.org"] {
+        for bad in [
+            "",
+            "alice",
+            "alice@",
+            "@example.org",
+            "a@b",
+            "a b@example.org",
+            "a@exa mple.org",
+            "a@-x.org",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be refused");
         }
         assert!(!format!("{e:?}").contains("Private"));

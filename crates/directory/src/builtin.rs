@@ -21,7 +21,10 @@ pub struct BuiltinOptions {
 
 impl Default for BuiltinOptions {
     fn default() -> Self {
-        Self { lockout_threshold: 5, history: 5 }
+        Self {
+            lockout_threshold: 5,
+            history: 5,
+        }
     }
 }
 
@@ -79,7 +82,13 @@ impl BuiltinDirectory {
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await.map_err(unavailable)?;
         }
-        let mut me = Self { pool, clock, rng, options, dummy_hash: String::new() };
+        let mut me = Self {
+            pool,
+            clock,
+            rng,
+            options,
+            dummy_hash: String::new(),
+        };
         me.dummy_hash = me.hash(&Password::new("gatehouse-dummy-password")).await?;
         Ok(me)
     }
@@ -106,7 +115,10 @@ impl BuiltinDirectory {
             let a = argon2()?;
             Ok(hashes.iter().any(|h| {
                 PasswordHash::new(h)
-                    .map(|parsed| a.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
+                    .map(|parsed| {
+                        a.verify_password(password.expose_secret().as_bytes(), &parsed)
+                            .is_ok()
+                    })
                     .unwrap_or(false)
             }))
         })
@@ -149,12 +161,14 @@ impl BuiltinDirectory {
     }
 
     async fn history(&self, login: &Login) -> Result<Vec<String>, DirectoryError> {
-        sqlx::query_scalar("SELECT hash FROM builtin_history WHERE login = ? ORDER BY at DESC, rowid DESC LIMIT ?")
-            .bind(login.as_str())
-            .bind(i64::from(self.options.history))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)
+        sqlx::query_scalar(
+            "SELECT hash FROM builtin_history WHERE login = ? ORDER BY at DESC, rowid DESC LIMIT ?",
+        )
+        .bind(login.as_str())
+        .bind(i64::from(self.options.history))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)
     }
 
     /// Writes a new password (after the history check); clears the lockout.
@@ -162,7 +176,10 @@ impl BuiltinDirectory {
         if self.options.history > 0 && self.matches_any(new, self.history(login).await?).await? {
             return Err(DirectoryError::Rejected(vec![Violation::new(
                 "history",
-                format!("Choose a password you have not used for your last {} passwords.", self.options.history),
+                format!(
+                    "Choose a password you have not used for your last {} passwords.",
+                    self.options.history
+                ),
             )]));
         }
         let hash = self.hash(new).await?;
@@ -273,17 +290,23 @@ impl Directory for BuiltinDirectory {
         }
     }
 
-    async fn change_password(&self, login: &Login, old: &Password, new: &Password) -> Result<(), DirectoryError> {
+    async fn change_password(
+        &self,
+        login: &Login,
+        old: &Password,
+        new: &Password,
+    ) -> Result<(), DirectoryError> {
         self.authenticate(login, old).await?;
         self.write_password(login, new).await
     }
 
     async fn unlock(&self, login: &Login) -> Result<(), DirectoryError> {
-        let done = sqlx::query("UPDATE builtin_accounts SET failed_logins = 0, locked_at = NULL WHERE login = ?")
-            .bind(login.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let done =
+            sqlx::query("UPDATE builtin_accounts SET failed_logins = 0, locked_at = NULL WHERE login = ?")
+                .bind(login.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
         if done.rows_affected() == 1 {
             Ok(())
         } else {
@@ -307,14 +330,16 @@ impl Directory for BuiltinDirectory {
         .rows_affected()
             == 1;
         if !created {
-            sqlx::query("UPDATE builtin_accounts SET display_name = ?, email = ?, groups = ? WHERE login = ?")
-                .bind(&spec.display_name)
-                .bind(spec.email.as_ref().map(|e| e.as_str()))
-                .bind(&groups)
-                .bind(spec.login.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
+            sqlx::query(
+                "UPDATE builtin_accounts SET display_name = ?, email = ?, groups = ? WHERE login = ?",
+            )
+            .bind(&spec.display_name)
+            .bind(spec.email.as_ref().map(|e| e.as_str()))
+            .bind(&groups)
+            .bind(spec.login.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         }
         if let Some(pw) = &spec.password {
             self.write_password(&spec.login, pw).await?;
@@ -323,7 +348,10 @@ impl Directory for BuiltinDirectory {
     }
 
     async fn health(&self) -> Result<(), DirectoryError> {
-        sqlx::query("SELECT 1 FROM builtin_accounts LIMIT 1").execute(&self.pool).await.map_err(unavailable)?;
+        sqlx::query("SELECT 1 FROM builtin_accounts LIMIT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

@@ -4,5 +4,5 @@
 mod smtp;
 mod worker;
 
-pub use smtp::{DevMailbox, MailTransport, SmtpSettings, SmtpTransport};
+pub use smtp::{check_mailbox, DevMailbox, MailTransport, SmtpSettings, SmtpTransport};
 pub use worker::{OutboxWorker, RetryPolicy};

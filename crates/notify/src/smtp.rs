@@ -26,7 +26,9 @@ pub struct SmtpSettings {
 
 impl std::fmt::Debug for SmtpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpSettings").field("from", &self.from).finish_non_exhaustive()
+        f.debug_struct("SmtpSettings")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
     }
 }
 
@@ -44,7 +46,10 @@ impl SmtpTransport {
         if let (Some(user), Some(pass)) = (&s.username, &s.password) {
             builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
         }
-        Ok(Self { inner: builder.build(), from })
+        Ok(Self {
+            inner: builder.build(),
+            from,
+        })
     }
 }
 
@@ -59,7 +64,11 @@ impl MailTransport for SmtpTransport {
             .header(ContentType::TEXT_PLAIN)
             .body(mail.body.clone())
             .map_err(|e| format!("message: {e}"))?;
-        self.inner.send(message).await.map(|_| ()).map_err(|e| format!("smtp: {e}"))
+        self.inner
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("smtp: {e}"))
     }
 }
 
@@ -72,4 +81,9 @@ impl MailTransport for DevMailbox {
     async fn send(&self, _mail: &OutgoingMail) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// Checks a `From` value such as `Password reset <noreply@example.org>`.
+pub fn check_mailbox(value: &str) -> Result<(), String> {
+    value.parse::<Mailbox>().map(|_| ()).map_err(|e| e.to_string())
 }

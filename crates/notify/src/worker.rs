@@ -16,7 +16,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { initial: Duration::from_secs(5), max: Duration::from_secs(600), poll: Duration::from_millis(500) }
+        Self {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+            poll: Duration::from_millis(500),
+        }
     }
 }
 
@@ -90,7 +94,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let r = RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(10), poll: Duration::ZERO };
+        let r = RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            poll: Duration::ZERO,
+        };
         assert_eq!(r.delay(0), Duration::from_secs(1));
         assert_eq!(r.delay(1), Duration::from_secs(2));
         assert_eq!(r.delay(3), Duration::from_secs(8));

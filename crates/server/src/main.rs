@@ -1,1 +1,258 @@
-fn main() {}
+//! `gatehouse`: the command line.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use gatehouse::admin::{self, ExportFormat};
+use gatehouse::config::{Config, RawConfig};
+use gatehouse::{Application, Core};
+use gatehouse_core::secret::Password;
+use gatehouse_core::service::NewUser;
+use gatehouse_core::types::{Email, Login};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Self-service password reset with writeback to your directory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// The configuration file (TOML). Environment: GATEHOUSE_CONFIG.
+    #[arg(long, short, env = "GATEHOUSE_CONFIG", default_value = "gatehouse.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the portal and the API.
+    Serve(ConfigArg),
+    /// Run on the embedded default: SQLite, builtin directory, demo users, development mailbox.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "gatehouse-data")]
+        data_dir: PathBuf,
+    },
+    /// Check the configuration and print the effective values (secrets redacted).
+    CheckConfig(ConfigArg),
+    /// Create or upgrade the store's schema, then exit.
+    Migrate(ConfigArg),
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add (or update) one user.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// A personal address; counts as a registered method.
+        #[arg(long)]
+        alternate_email: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Read an initial password from standard input (builtin directory). Without it the user
+        /// sets the first password through the reset flow.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Import an HR feed: login,display_name,email,alternate_email,mobile_phone,groups.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Export audit events, streamed, without a record cap.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// An RFC 3339 time, or a span back from now: 30m, 24h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
+    Config::try_from(RawConfig::load(&arg.config)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(arg) => {
+            let cfg = load(&arg)?;
+            gatehouse::init_tracing(cfg.log_json);
+            Application::build(&cfg).await?.run_until_signal().await?;
+        }
+        Command::Demo { listen, data_dir } => gatehouse::demo::run(&listen, &data_dir).await?,
+        Command::CheckConfig(arg) => {
+            let cfg = load(&arg)?;
+            println!(
+                "# {} is valid. Effective configuration:\n{}",
+                arg.config.display(),
+                cfg.raw.redacted_toml()
+            );
+        }
+        Command::Migrate(arg) => {
+            let cfg = load(&arg)?;
+            Core::open(&cfg).await?;
+            println!("store is up to date: {}", cfg.store_url);
+        }
+        Command::Users {
+            command:
+                UsersCommand::Add {
+                    config,
+                    login,
+                    display_name,
+                    email,
+                    alternate_email,
+                    groups,
+                    password_stdin,
+                },
+        } => {
+            let cfg = load(&config)?;
+            let core = Core::open(&cfg).await?;
+            let password = if password_stdin {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                Some(Password::new(s.trim_end_matches(['\r', '\n']).to_owned()))
+            } else {
+                None
+            };
+            if let Some(p) = &password {
+                let violations = core.app.check_password(&login, p);
+                if !violations.is_empty() {
+                    for v in violations {
+                        eprintln!("password: {}", v.message);
+                    }
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            let login = Login::parse(&login).context("--login")?;
+            let user = NewUser {
+                display_name: display_name.unwrap_or_else(|| login.to_string()),
+                email: email
+                    .as_deref()
+                    .map(Email::parse)
+                    .transpose()
+                    .context("--email")?,
+                alternate_email: alternate_email
+                    .as_deref()
+                    .map(Email::parse)
+                    .transpose()
+                    .context("--alternate-email")?,
+                mobile_phone: None,
+                groups,
+                login,
+                password,
+            };
+            let outcome = core.app.import_user(&user, "cli").await?;
+            println!(
+                "{} {}{}",
+                if outcome.account_created {
+                    "created"
+                } else {
+                    "updated"
+                },
+                user.login,
+                if outcome.method_added {
+                    " (alternate email registered)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Command::Users {
+            command: UsersCommand::Import { config, file },
+        } => {
+            let cfg = load(&config)?;
+            let core = Core::open(&cfg).await?;
+            let input =
+                std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            let report = admin::import_csv(&core.app, input).await?;
+            for (line, msg) in &report.errors {
+                eprintln!("{}:{line}: {msg}", file.display());
+            }
+            println!(
+                "{} rows: {} imported ({} new accounts, {} alternate emails registered), {} rejected",
+                report.rows,
+                report.rows - report.errors.len(),
+                report.accounts_created,
+                report.methods_added,
+                report.errors.len()
+            );
+            if !report.errors.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    config,
+                    format,
+                    since,
+                    output,
+                },
+        } => {
+            let cfg = load(&config)?;
+            let core = Core::open(&cfg).await?;
+            let since = since
+                .map(|s| admin::parse_since(&s, core.clock.now()))
+                .transpose()?;
+            let n = match output {
+                Some(path) => {
+                    let f = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    admin::export_audit(&core.app, format, since, f).await?
+                }
+                None => admin::export_audit(&core.app, format, since, std::io::stdout().lock()).await?,
+            };
+            eprintln!("{n} audit events exported");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

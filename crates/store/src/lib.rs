@@ -120,7 +120,11 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, changes: Changes) -> Resul
                 .map_err(err)?;
         }
         Some(FailureOp::Clear { key }) => {
-            sqlx::query("DELETE FROM failures WHERE key = ?").bind(key).execute(&mut **tx).await.map_err(err)?;
+            sqlx::query("DELETE FROM failures WHERE key = ?")
+                .bind(key)
+                .execute(&mut **tx)
+                .await
+                .map_err(err)?;
         }
         None => {}
     }
@@ -135,9 +139,12 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(err)?;
-        let key: Vec<u8> =
-            sqlx::query_scalar("SELECT key FROM instance WHERE id = 1").fetch_one(&self.pool).await.map_err(err)?;
-        key.try_into().map_err(|_| StoreError::Other("instance key has the wrong length".into()))
+        let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM instance WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        key.try_into()
+            .map_err(|_| StoreError::Other("instance key has the wrong length".into()))
     }
 
     async fn methods(&self, login: &Login) -> Result<Vec<Method>, StoreError> {
@@ -152,7 +159,12 @@ impl Store for SqliteStore {
         rows.iter().map(method_row).collect()
     }
 
-    async fn insert_method(&self, m: &Method, code: Option<&MethodCode>, changes: Changes) -> Result<(), StoreError> {
+    async fn insert_method(
+        &self,
+        m: &Method,
+        code: Option<&MethodCode>,
+        changes: Changes,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO methods (id, login, kind, address, verified, source, created_at, verified_at, \
@@ -239,7 +251,12 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    async fn remove_method(&self, login: &Login, id: &MethodId, changes: Changes) -> Result<bool, StoreError> {
+    async fn remove_method(
+        &self,
+        login: &Login,
+        id: &MethodId,
+        changes: Changes,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM methods WHERE id = ? AND login = ?")
             .bind(id.as_str())
@@ -285,16 +302,18 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        sqlx::query("INSERT INTO flows (token_hash, id, login, version, expires_at, data) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(flow.token_hash.0.as_slice())
-            .bind(&flow.id.0)
-            .bind(flow.login.as_str())
-            .bind(flow.version)
-            .bind(millis(flow.expires_at))
-            .bind(data)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        sqlx::query(
+            "INSERT INTO flows (token_hash, id, login, version, expires_at, data) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(flow.token_hash.0.as_slice())
+        .bind(&flow.id.0)
+        .bind(flow.login.as_str())
+        .bind(flow.version)
+        .bind(millis(flow.expires_at))
+        .bind(data)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
         apply(&mut tx, changes).await?;
         tx.commit().await.map_err(err)
     }
@@ -309,7 +328,12 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn save_flow(&self, flow: &Flow, expected_version: i64, changes: Changes) -> Result<bool, StoreError> {
+    async fn save_flow(
+        &self,
+        flow: &Flow,
+        expected_version: i64,
+        changes: Changes,
+    ) -> Result<bool, StoreError> {
         let data = serde_json::to_string(flow).map_err(|e| StoreError::Other(e.to_string()))?;
         let mut tx = self.begin().await?;
         let done = sqlx::query("UPDATE flows SET version = ?, data = ? WHERE token_hash = ? AND version = ?")
@@ -434,14 +458,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn mail_failed(&self, id: i64, next_attempt: OffsetDateTime, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?")
-            .bind(millis(next_attempt))
-            .bind(error)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
+    async fn mail_failed(
+        &self,
+        id: i64,
+        next_attempt: OffsetDateTime,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+        )
+        .bind(millis(next_attempt))
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
         Ok(())
     }
 

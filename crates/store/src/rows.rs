@@ -11,7 +11,8 @@ pub fn millis(t: OffsetDateTime) -> i64 {
 }
 
 pub fn time_of(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -69,10 +70,20 @@ pub fn audit_row(r: &SqliteRow) -> Result<AuditRow, StoreError> {
             at: time_of(get(r, "at")?),
             activity: activity(&get::<String>(r, "activity")?)?,
             actor: get(r, "actor")?,
-            target: target.map(|t| Login::parse(&t)).transpose().map_err(|e| bad("target", e))?,
-            result: if result == "success" { Outcome::Success } else { Outcome::Failure },
+            target: target
+                .map(|t| Login::parse(&t))
+                .transpose()
+                .map_err(|e| bad("target", e))?,
+            result: if result == "success" {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
             reason: get(r, "reason")?,
-            method: method.map(|m| MethodKind::parse(&m)).transpose().map_err(|e| bad("method", e))?,
+            method: method
+                .map(|m| MethodKind::parse(&m))
+                .transpose()
+                .map_err(|e| bad("method", e))?,
             client_ip: ip.and_then(|i| i.parse().ok()),
             user_agent: get(r, "user_agent")?,
             flow_id: get::<Option<String>>(r, "flow_id")?.map(FlowId),

@@ -1,0 +1,411 @@
+//! Configuration: defaults → TOML file → `GATEHOUSE_<SECTION>__<KEY>` environment, with `*_file`
+//! indirection for secrets. A raw struct is parsed once into a checked [`Config`].
+use anyhow::{anyhow, bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use gatehouse_core::messages::Branding;
+use gatehouse_core::password::PasswordPolicy;
+use gatehouse_core::Settings;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use time::Duration;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: String,
+    pub public_url: String,
+    pub organisation: String,
+    pub helpdesk: String,
+    pub log_format: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            organisation: "Gatehouse".into(),
+            helpdesk: "your IT helpdesk".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    pub url: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://gatehouse.db".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSection {
+    pub transport: String,
+    pub smtp_url: String,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+    pub smtp_password_file: Option<PathBuf>,
+    pub from: String,
+    pub timeout_secs: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_secs: u64,
+    pub poll_ms: u64,
+    pub allow_insecure: bool,
+}
+
+impl Default for MailSection {
+    fn default() -> Self {
+        Self {
+            transport: "smtp".into(),
+            smtp_url: "smtp://127.0.0.1:25".into(),
+            smtp_username: None,
+            smtp_password: None,
+            smtp_password_file: None,
+            from: "Password reset <noreply@example.org>".into(),
+            timeout_secs: 15,
+            retry_initial_ms: 5_000,
+            retry_max_secs: 600,
+            poll_ms: 500,
+            allow_insecure: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectorySection {
+    pub kind: String,
+    pub lockout_threshold: u32,
+    pub history: u32,
+}
+
+impl Default for DirectorySection {
+    fn default() -> Self {
+        Self {
+            kind: "builtin".into(),
+            lockout_threshold: 5,
+            history: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowSection {
+    pub methods_required: u8,
+    pub max_methods: usize,
+    pub code_digits: u8,
+    pub code_lifetime_minutes: i64,
+    pub flow_lifetime_minutes: i64,
+    pub max_code_attempts: u32,
+    pub attempt_window_hours: i64,
+    pub session_lifetime_minutes: i64,
+}
+
+impl Default for FlowSection {
+    fn default() -> Self {
+        Self {
+            methods_required: 1,
+            max_methods: 5,
+            code_digits: 6,
+            code_lifetime_minutes: 10,
+            flow_lifetime_minutes: 15,
+            max_code_attempts: 5,
+            attempt_window_hours: 24,
+            session_lifetime_minutes: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordSection {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub forbid_login: bool,
+}
+
+impl Default for PasswordSection {
+    fn default() -> Self {
+        let p = PasswordPolicy::default();
+        Self {
+            min_length: p.min_length,
+            max_length: p.max_length,
+            forbid_login: p.forbid_login,
+        }
+    }
+}
+
+/// The configuration as written: every key of `examples/gatehouse.toml`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: ServerSection,
+    pub store: StoreSection,
+    pub mail: MailSection,
+    pub directory: DirectorySection,
+    pub flow: FlowSection,
+    pub password: PasswordSection,
+}
+
+impl RawConfig {
+    /// Loads `path` (TOML) over the defaults, then the `GATEHOUSE_*` environment over that.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            bail!(
+                "configuration file {} not found: pass --config FILE (see examples/gatehouse.toml)",
+                path.display()
+            );
+        }
+        Self::figment(Some(path))
+            .extract()
+            .map_err(|e| anyhow!(explain(e)))
+    }
+
+    /// Defaults and environment only (demo mode and tests).
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::figment(None).extract().map_err(|e| anyhow!(explain(e)))
+    }
+
+    fn figment(path: Option<&Path>) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(p) = path {
+            f = f.merge(Toml::file_exact(p));
+        }
+        f.merge(Env::prefixed("GATEHOUSE_").split("__").ignore(&["config"]))
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        if c.mail.smtp_password.is_some() {
+            c.mail.smtp_password = Some("<redacted>".into());
+        }
+        if let Ok(mut u) = url::Url::parse(&c.mail.smtp_url) {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+                c.mail.smtp_url = u.to_string();
+            }
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot print: {e}"))
+    }
+}
+
+fn explain(e: figment::Error) -> String {
+    let mut out = String::from("configuration error:");
+    for err in e {
+        let key = err.path.join(".");
+        let key = if key.is_empty() {
+            "(top level)".to_owned()
+        } else {
+            key
+        };
+        out.push_str(&format!("\n  {key}: {}", err.kind));
+        if let figment::error::Kind::UnknownField(_, expected) = &err.kind {
+            out.push_str(&format!(" — valid keys here: {}", expected.join(", ")));
+        }
+        if let Some(src) = err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            out.push_str(&format!(" (from {src})"));
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailTransportKind {
+    Smtp,
+    DevMailbox,
+}
+
+/// The checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub log_json: bool,
+    pub store_url: String,
+    pub mail: gatehouse_notify::SmtpSettings,
+    pub mail_transport: MailTransportKind,
+    pub retry: gatehouse_notify::RetryPolicy,
+    pub builtin: gatehouse_directory::BuiltinOptions,
+    pub settings: Settings,
+    pub raw: RawConfig,
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::Ipv6Addr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = anyhow::Error;
+
+    fn try_from(raw: RawConfig) -> anyhow::Result<Self> {
+        let s = &raw.server;
+        let listen: SocketAddr = s.listen.parse().with_context(|| {
+            format!(
+                "server.listen: \"{}\" is not an address and port; write it like \"127.0.0.1:8080\"",
+                s.listen
+            )
+        })?;
+        let public = url::Url::parse(&s.public_url).with_context(|| {
+            format!(
+                "server.public_url: \"{}\" is not a URL; write it like \"https://sspr.example.org\"",
+                s.public_url
+            )
+        })?;
+        if !matches!(public.scheme(), "http" | "https") || public.host_str().is_none() {
+            bail!("server.public_url: must be an http:// or https:// URL with a host");
+        }
+        if public.query().is_some() || public.fragment().is_some() {
+            bail!("server.public_url: must not contain a query or fragment");
+        }
+        let log_json = match s.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("server.log_format: \"{other}\" is not known; use \"text\" or \"json\""),
+        };
+        if !raw.store.url.starts_with("sqlite:") {
+            bail!("store.url: only sqlite:// URLs are supported in this version (e.g. \"sqlite://gatehouse.db\")");
+        }
+        if raw.directory.kind != "builtin" {
+            bail!(
+                "directory.kind: \"{}\" is not available in this version; use \"builtin\" (ldap and ad are coming)",
+                raw.directory.kind
+            );
+        }
+        let m = &raw.mail;
+        let mail_transport = match m.transport.as_str() {
+            "smtp" => MailTransportKind::Smtp,
+            "dev-mailbox" => MailTransportKind::DevMailbox,
+            other => {
+                bail!("mail.transport: \"{other}\" is not known; use \"smtp\" or \"dev-mailbox\" (demo only)")
+            }
+        };
+        let smtp = url::Url::parse(&m.smtp_url).with_context(|| {
+            format!("mail.smtp_url: not a URL; write it like \"smtp://mail.example.org:587?tls=required\"")
+        })?;
+        if !matches!(smtp.scheme(), "smtp" | "smtps") {
+            bail!("mail.smtp_url: the scheme must be smtp:// or smtps://");
+        }
+        let tls = smtp.scheme() == "smtps" || smtp.query_pairs().any(|(k, v)| k == "tls" && v == "required");
+        let host = smtp.host_str().unwrap_or("");
+        if mail_transport == MailTransportKind::Smtp && !tls && !is_loopback_host(host) && !m.allow_insecure {
+            bail!(
+                "mail.smtp_url: sending to {host} without TLS would expose codes on the network; use smtps:// or \
+                 add ?tls=required, or set mail.allow_insecure = true if you really mean it"
+            );
+        }
+        let password = match (&m.smtp_password, &m.smtp_password_file) {
+            (Some(_), Some(_)) => bail!("mail: set smtp_password or smtp_password_file, not both"),
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("mail.smtp_password_file: cannot read {}", f.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if password.is_some() && m.smtp_username.is_none() {
+            bail!("mail.smtp_username: required when a password is set");
+        }
+        gatehouse_notify::check_mailbox(&m.from).map_err(|e| {
+            anyhow!("mail.from: \"{}\" is not a mailbox ({e}); write it like \"Password reset <noreply@example.org>\"", m.from)
+        })?;
+        let f = &raw.flow;
+        let range = |key: &str, v: i64, lo: i64, hi: i64| -> anyhow::Result<()> {
+            if v < lo || v > hi {
+                bail!("{key}: {v} is out of range; use a value from {lo} to {hi}");
+            }
+            Ok(())
+        };
+        range("flow.methods_required", i64::from(f.methods_required), 1, 3)?;
+        range("flow.max_methods", f.max_methods as i64, 1, 20)?;
+        range("flow.code_digits", i64::from(f.code_digits), 6, 10)?;
+        range("flow.code_lifetime_minutes", f.code_lifetime_minutes, 1, 60)?;
+        range("flow.flow_lifetime_minutes", f.flow_lifetime_minutes, 5, 120)?;
+        range("flow.max_code_attempts", i64::from(f.max_code_attempts), 1, 20)?;
+        range("flow.attempt_window_hours", f.attempt_window_hours, 1, 168)?;
+        range(
+            "flow.session_lifetime_minutes",
+            f.session_lifetime_minutes,
+            5,
+            720,
+        )?;
+        let p = &raw.password;
+        range("password.min_length", p.min_length as i64, 8, 256)?;
+        range("password.max_length", p.max_length as i64, 256, 4096)?;
+        range(
+            "directory.lockout_threshold",
+            i64::from(raw.directory.lockout_threshold),
+            0,
+            100,
+        )?;
+        range("directory.history", i64::from(raw.directory.history), 0, 24)?;
+        let public_url = public.as_str().trim_end_matches('/').to_owned();
+        let settings = Settings {
+            branding: Branding {
+                organisation: s.organisation.clone(),
+                public_url: public_url.clone(),
+                helpdesk: s.helpdesk.clone(),
+            },
+            code_digits: f.code_digits,
+            code_lifetime: Duration::minutes(f.code_lifetime_minutes),
+            flow_lifetime: Duration::minutes(f.flow_lifetime_minutes),
+            max_code_attempts: f.max_code_attempts,
+            attempt_window: Duration::hours(f.attempt_window_hours),
+            session_lifetime: Duration::minutes(f.session_lifetime_minutes),
+            methods_required: f.methods_required,
+            max_methods: f.max_methods,
+            password: PasswordPolicy {
+                min_length: p.min_length,
+                max_length: p.max_length,
+                forbid_login: p.forbid_login,
+            },
+        };
+        Ok(Self {
+            listen,
+            public_url,
+            log_json,
+            store_url: raw.store.url.clone(),
+            mail: gatehouse_notify::SmtpSettings {
+                url: m.smtp_url.clone(),
+                from: m.from.clone(),
+                username: m.smtp_username.clone(),
+                password,
+                timeout: std::time::Duration::from_secs(m.timeout_secs.max(1)),
+            },
+            mail_transport,
+            retry: gatehouse_notify::RetryPolicy {
+                initial: std::time::Duration::from_millis(m.retry_initial_ms.max(10)),
+                max: std::time::Duration::from_secs(m.retry_max_secs.max(1)),
+                poll: std::time::Duration::from_millis(m.poll_ms.clamp(10, 60_000)),
+            },
+            builtin: gatehouse_directory::BuiltinOptions {
+                lockout_threshold: raw.directory.lockout_threshold,
+                history: raw.directory.history,
+            },
+            settings,
+            raw,
+        })
+    }
+}

@@ -1,0 +1,99 @@
+//! Page models for the askama templates in `templates/`.
+use askama::Template;
+
+pub struct MethodItem {
+    pub id: String,
+    pub hint: String,
+    pub verified: bool,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct Home {
+    pub org: String,
+}
+
+#[derive(Template)]
+#[template(path = "start.html")]
+pub struct Start {
+    pub org: String,
+    pub csrf: String,
+    pub action: &'static str,
+    pub title: &'static str,
+    pub intro: &'static str,
+    pub login: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "flow.html")]
+pub struct FlowPage {
+    pub org: String,
+    pub csrf: String,
+    pub title: &'static str,
+    pub step: &'static str,
+    pub required: u8,
+    pub verified: u8,
+    pub methods: Vec<MethodItem>,
+    pub code_for: Option<MethodItem>,
+    pub rules: Vec<String>,
+    pub violations: Vec<String>,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct Message {
+    pub org: String,
+    pub title: String,
+    pub message: String,
+    pub ok: bool,
+}
+
+#[derive(Template)]
+#[template(path = "change.html")]
+pub struct Change {
+    pub org: String,
+    pub csrf: String,
+    pub login: String,
+    pub rules: Vec<String>,
+    pub violations: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+pub struct SignIn {
+    pub org: String,
+    pub csrf: String,
+    pub login: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct Account {
+    pub org: String,
+    pub csrf: String,
+    pub login: String,
+    pub methods: Vec<MethodItem>,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+}
+
+pub struct MailItem {
+    pub id: i64,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub status: String,
+    pub created: String,
+}
+
+#[derive(Template)]
+#[template(path = "mailbox.html")]
+pub struct Mailbox {
+    pub org: String,
+    pub mails: Vec<MailItem>,
+}
