@@ -1,0 +1,130 @@
+//! The portal in a real headless Chromium: a whole reset, as a person would do it.
+use crate::harness::{code_in, spawn_with, MAIL_WAIT};
+use fantoccini::Locator;
+use gatehouse_testkit::{ci_requires_all, Browser};
+
+#[tokio::test]
+async fn reset_in_a_real_browser() {
+    let browser = match Browser::launch().await {
+        Ok(b) => b,
+        Err(e) if !ci_requires_all() => {
+            eprintln!("!!! SKIPPED reset_in_a_real_browser: {e:#}");
+            return;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
+    let t = spawn_with(|raw| raw.server.public_url = "http://localhost".into()).await;
+    t.add_user(
+        "alice",
+        Some("Browser-Original-1"),
+        Some("alice.private@example.net"),
+    )
+    .await;
+    let c = browser.client();
+    let go = |p: &str| format!("{}{p}", t.base);
+
+    c.goto(&go("/")).await.unwrap();
+    c.find(Locator::Id("go-reset"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    c.find(Locator::Id("start")).await.unwrap().click().await.unwrap();
+
+    let page = c.source().await.unwrap();
+    assert!(page.contains("a•••@e•••.net"), "masked method shown: {page}");
+    assert!(
+        !c.current_url().await.unwrap().as_str().contains("flow="),
+        "no token in the URL"
+    );
+    c.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
+    let code = code_in(
+        &t.sink
+            .wait_for_message_to("alice.private@example.net", MAIL_WAIT)
+            .await
+            .unwrap(),
+    );
+
+    c.find(Locator::Id("code"))
+        .await
+        .unwrap()
+        .send_keys(&code)
+        .await
+        .unwrap();
+    c.find(Locator::Id("verify"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The rules are shown; a bad password is explained, every violation at once.
+    let page = c.source().await.unwrap();
+    assert!(page.contains("At least 12 characters."), "{page}");
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    c.find(Locator::Id("confirm"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    c.find(Locator::Id("set-password"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let violations = c
+        .find(Locator::Id("violations"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        violations.contains("at least 12") && violations.contains("user name"),
+        "{violations}"
+    );
+
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("Browser-New-Password-7")
+        .await
+        .unwrap();
+    c.find(Locator::Id("confirm"))
+        .await
+        .unwrap()
+        .send_keys("Browser-New-Password-7")
+        .await
+        .unwrap();
+    c.find(Locator::Id("set-password"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let msg = c
+        .find(Locator::Id("message"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(msg.contains("new password is active"), "{msg}");
+
+    assert_eq!(t.sign_in("alice", "Browser-New-Password-7").await.0, 200);
+    browser.close().await.unwrap();
+}

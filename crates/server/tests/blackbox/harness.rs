@@ -1,0 +1,148 @@
+use gatehouse::config::{Config, RawConfig};
+use gatehouse::Application;
+use gatehouse_core::secret::Password;
+use gatehouse_core::service::NewUser;
+use gatehouse_core::types::{Email, Login};
+use gatehouse_testkit::{CapturedMail, SmtpSink};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+pub const PUBLIC_URL: &str = "https://sspr.example.test";
+pub const MAIL_WAIT: Duration = Duration::from_secs(15);
+
+pub struct TestApp {
+    pub app: Option<Application>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub sink: SmtpSink,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn spawn() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
+    gatehouse_testkit::init_test_tracing();
+    let sink = SmtpSink::start().await.expect("smtp sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut raw = RawConfig::default();
+    raw.server.listen = "127.0.0.1:0".into();
+    raw.server.public_url = PUBLIC_URL.into();
+    raw.store.url = format!("sqlite://{}", dir.path().join("gatehouse.db").display());
+    raw.mail.smtp_url = sink.url();
+    raw.mail.retry_initial_ms = 100;
+    raw.mail.retry_max_secs = 1;
+    raw.mail.poll_ms = 50;
+    tweak(&mut raw);
+    let cfg = Config::try_from(raw).expect("config");
+    let app = Application::build(&cfg).await.expect("app");
+    let base = format!("http://{}", app.addr());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    TestApp {
+        app: Some(app),
+        base,
+        http,
+        sink,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn core(&self) -> &gatehouse::Core {
+        &self.app.as_ref().expect("running").core
+    }
+
+    pub async fn add_user(&self, login: &str, password: Option<&str>, alternate: Option<&str>) {
+        let user = NewUser {
+            login: Login::parse(login).unwrap(),
+            display_name: format!("{login} Example"),
+            email: Some(Email::parse(&format!("{login}@corp.example")).unwrap()),
+            alternate_email: alternate.map(|a| Email::parse(a).unwrap()),
+            mobile_phone: None,
+            groups: vec![],
+            password: password.map(Password::new),
+        };
+        self.core().app.import_user(&user, "test").await.expect("import");
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn start(&self, kind: &str, login: &str) -> (String, String, Value) {
+        let (status, body) = self
+            .post("/api/v1/flows", json!({"kind": kind, "login": login}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let flow = body["flow"].as_str().unwrap().to_owned();
+        let method = body["methods"][0]["id"].as_str().unwrap().to_owned();
+        (flow, method, body)
+    }
+
+    /// Sends a code and returns it as read from the mail that arrived at `to`.
+    pub async fn send_and_read_code(&self, flow: &str, method: &str, to: &str) -> String {
+        let before = self.sink.messages_to(to).len();
+        let (status, body) = self
+            .post("/api/v1/flows/send", json!({"flow": flow, "method": method}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let mails = self
+            .sink
+            .wait_for_count_to(to, before + 1, MAIL_WAIT)
+            .await
+            .expect("code mail");
+        code_in(mails.last().unwrap())
+    }
+
+    pub async fn sign_in(&self, login: &str, password: &str) -> (u16, Value) {
+        self.post("/api/v1/session", json!({"login": login, "password": password}))
+            .await
+    }
+
+    pub async fn audit_activities(&self) -> Vec<String> {
+        let rows = self.core().app.audit_page(0, None, 10_000).await.unwrap();
+        rows.into_iter()
+            .map(|r| r.event.activity.as_str().to_owned())
+            .collect()
+    }
+}
+
+pub fn code_in(mail: &CapturedMail) -> String {
+    let body = mail.text_body();
+    let line = body
+        .lines()
+        .find(|l| l.contains("verification code is"))
+        .unwrap_or_else(|| panic!("no code in {body}"));
+    line.chars().filter(|c| c.is_ascii_digit()).collect()
+}
