@@ -175,6 +175,16 @@ pub struct UserProfile {
     pub groups: Vec<String>,
 }
 
+/// A typed code for a method being registered.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodCheck<'a> {
+    pub login: &'a Login,
+    pub id: &'a MethodId,
+    pub code: &'a TokenHash,
+    pub now: OffsetDateTime,
+    pub max_attempts: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MethodVerification {
     Verified,
@@ -214,11 +224,7 @@ pub trait Store: Send + Sync {
     /// Atomically checks and consumes a method's pending code (single use under races).
     async fn verify_method(
         &self,
-        login: &Login,
-        id: &MethodId,
-        code: &TokenHash,
-        now: OffsetDateTime,
-        max_attempts: u32,
+        check: MethodCheck<'_>,
         on_success: Changes,
         on_failure: Changes,
     ) -> Result<MethodVerification, StoreError>;

@@ -5,8 +5,8 @@ use crate::flow::{Flow, FlowError, FlowMethod, FlowStep};
 use crate::messages::{self, Branding};
 use crate::password::{PasswordPolicy, RuleText, Violation};
 use crate::ports::{
-    Account, AccountSpec, AuditRow, Changes, Clock, Directory, DirectoryError, FailureOp, Method, MethodCode,
-    MethodVerification, QueuedMail, SecureRng, Session, Store, UserProfile,
+    Account, AccountSpec, AuditRow, Changes, Clock, Directory, DirectoryError, FailureOp, Method,
+    MethodCheck, MethodCode, MethodVerification, QueuedMail, SecureRng, Session, Store, UserProfile,
 };
 use crate::secret::{InstanceKey, OtpCode, Password, Token, TokenHash};
 use crate::types::{Email, FlowId, FlowKind, Login, MethodId, MethodKind, ParseError};
@@ -432,7 +432,7 @@ impl Gatehouse {
         if let Ok(methods) = self.store.methods(login).await {
             to.extend(methods.into_iter().filter(|m| m.verified).map(|m| m.address));
         }
-        to.sort_by(|a, b| a.as_str().to_lowercase().cmp(&b.as_str().to_lowercase()));
+        to.sort_by_key(|a| a.as_str().to_lowercase());
         to.dedup_by(|a, b| a.as_str().eq_ignore_ascii_case(b.as_str()));
         to.iter()
             .map(|t| messages::notification(&self.settings.branding, t, &name, what))
@@ -708,11 +708,13 @@ impl Gatehouse {
         match self
             .store
             .verify_method(
-                &ctx.login,
-                &id,
-                &typed,
-                now,
-                self.settings.max_code_attempts,
+                MethodCheck {
+                    login: &ctx.login,
+                    id: &id,
+                    code: &typed,
+                    now,
+                    max_attempts: self.settings.max_code_attempts,
+                },
                 Changes::audit(ok),
                 Changes::audit(failed),
             )

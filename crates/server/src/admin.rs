@@ -169,7 +169,7 @@ fn csv_fields(id: i64, e: &AuditEvent) -> [String; 12] {
 }
 
 enum Sink<W: Write> {
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Jsonl(std::io::BufWriter<W>),
 }
 
@@ -184,7 +184,7 @@ pub async fn export_audit(
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record(CSV_HEADER)?;
-            Sink::Csv(w)
+            Sink::Csv(Box::new(w))
         }
         ExportFormat::Jsonl => Sink::Jsonl(std::io::BufWriter::new(out)),
     };

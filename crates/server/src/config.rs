@@ -301,7 +301,7 @@ impl TryFrom<RawConfig> for Config {
             }
         };
         let smtp = url::Url::parse(&m.smtp_url).with_context(|| {
-            format!("mail.smtp_url: not a URL; write it like \"smtp://mail.example.org:587?tls=required\"")
+            "mail.smtp_url: not a URL; write it like \"smtp://mail.example.org:587?tls=required\"".to_owned()
         })?;
         if !matches!(smtp.scheme(), "smtp" | "smtps") {
             bail!("mail.smtp_url: the scheme must be smtp:// or smtps://");

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use gatehouse::admin::{self, ExportFormat};
-use gatehouse::config::{Config, RawConfig};
+use gatehouse::config::{Config, MailTransportKind, RawConfig};
 use gatehouse::{Application, Core};
 use gatehouse_core::secret::Password;
 use gatehouse_core::service::NewUser;
@@ -106,7 +106,14 @@ enum AuditCommand {
 }
 
 fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
-    Config::try_from(RawConfig::load(&arg.config)?)
+    let cfg = Config::try_from(RawConfig::load(&arg.config)?)?;
+    if cfg.mail_transport == MailTransportKind::DevMailbox {
+        anyhow::bail!(
+            "mail.transport: \"dev-mailbox\" shows every code on a web page and is only for `gatehouse demo`; \
+             use \"smtp\""
+        );
+    }
+    Ok(cfg)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

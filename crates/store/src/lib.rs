@@ -9,8 +9,8 @@ mod rows;
 use async_trait::async_trait;
 use gatehouse_core::flow::Flow;
 use gatehouse_core::ports::{
-    AuditRow, Changes, FailureOp, Method, MethodCode, MethodVerification, QueuedMail, Session, Store,
-    StoreError, UserProfile,
+    AuditRow, Changes, FailureOp, Method, MethodCheck, MethodCode, MethodVerification, QueuedMail, Session,
+    Store, StoreError, UserProfile,
 };
 use gatehouse_core::secret::{hashes_equal, TokenHash};
 use gatehouse_core::types::{Login, MethodId};
@@ -189,14 +189,17 @@ impl Store for SqliteStore {
 
     async fn verify_method(
         &self,
-        login: &Login,
-        id: &MethodId,
-        code: &TokenHash,
-        now: OffsetDateTime,
-        max_attempts: u32,
+        check: MethodCheck<'_>,
         on_success: Changes,
         on_failure: Changes,
     ) -> Result<MethodVerification, StoreError> {
+        let MethodCheck {
+            login,
+            id,
+            code,
+            now,
+            max_attempts,
+        } = check;
         let mut tx = self.begin().await?;
         let row = sqlx::query(
             "SELECT code_hash, code_expires_at, code_attempts FROM methods WHERE id = ? AND login = ?",
