@@ -255,7 +255,8 @@ pub trait Store: Send + Sync {
     async fn record(&self, changes: Changes) -> Result<(), StoreError>;
 
     async fn due_mail(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<QueuedMail>, StoreError>;
-    async fn mail_sent(&self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Marks a message delivered; `scrub` replaces its body (which may hold a code) once it is out.
+    async fn mail_sent(&self, id: i64, at: OffsetDateTime, scrub: bool) -> Result<(), StoreError>;
     async fn mail_failed(&self, id: i64, next_attempt: OffsetDateTime, error: &str)
         -> Result<(), StoreError>;
     async fn recent_mail(&self, limit: u32) -> Result<Vec<QueuedMail>, StoreError>;

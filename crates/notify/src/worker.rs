@@ -36,6 +36,9 @@ pub struct OutboxWorker {
     pub transport: Arc<dyn MailTransport>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
+    /// Keep delivered bodies (the demo's development mailbox shows them); otherwise they are
+    /// removed once delivered, so no code outlives its message in the database.
+    pub keep_bodies: bool,
 }
 
 impl OutboxWorker {
@@ -54,7 +57,11 @@ impl OutboxWorker {
             match self.transport.send(&m.mail).await {
                 Ok(()) => {
                     sent += 1;
-                    if let Err(e) = self.store.mail_sent(m.id, self.clock.now()).await {
+                    if let Err(e) = self
+                        .store
+                        .mail_sent(m.id, self.clock.now(), !self.keep_bodies)
+                        .await
+                    {
                         tracing::warn!(id = m.id, error = %e, "outbox: sent, but could not mark it");
                     }
                 }

@@ -409,3 +409,103 @@ impl TryFrom<RawConfig> for Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: impl FnOnce(&mut RawConfig)) -> String {
+        let mut raw = RawConfig::default();
+        f(&mut raw);
+        Config::try_from(raw)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(check(|_| {}), "");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        type Tweak = Box<dyn FnOnce(&mut RawConfig)>;
+        let cases: Vec<(Tweak, &str)> = vec![
+            (
+                Box::new(|r| r.server.listen = "localhost".into()),
+                "server.listen",
+            ),
+            (
+                Box::new(|r| r.server.public_url = "sspr.example.org".into()),
+                "server.public_url",
+            ),
+            (
+                Box::new(|r| r.server.log_format = "xml".into()),
+                "server.log_format",
+            ),
+            (Box::new(|r| r.store.url = "postgres://x".into()), "store.url"),
+            (Box::new(|r| r.directory.kind = "nis".into()), "directory.kind"),
+            (
+                Box::new(|r| r.mail.smtp_url = "smtp://mail.example.org:25".into()),
+                "without TLS",
+            ),
+            (Box::new(|r| r.mail.from = "not a mailbox".into()), "mail.from"),
+            (
+                Box::new(|r| r.flow.code_digits = 4),
+                "flow.code_digits: 4 is out of range",
+            ),
+            (Box::new(|r| r.password.min_length = 4), "password.min_length"),
+            (
+                Box::new(|r| r.mail.smtp_password = Some("x".into())),
+                "mail.smtp_username",
+            ),
+        ];
+        for (tweak, want) in cases {
+            let err = check(tweak);
+            assert!(err.contains(want), "expected {want:?} in {err:?}");
+        }
+        assert_eq!(
+            check(|r| r.mail.smtp_url = "smtp://mail.example.org:587?tls=required".into()),
+            ""
+        );
+        assert_eq!(check(|r| r.mail.smtp_url = "smtps://mail.example.org".into()), "");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.toml");
+        std::fs::write(&p, "[server]\nlisten = \"127.0.0.1:1\"\npublic_ur = \"x\"\n").unwrap();
+        let e = RawConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("server") && e.contains("public_ur") && e.contains("public_url"),
+            "{e}"
+        );
+        std::fs::write(&p, "[flow]\ncode_digits = \"six\"\n").unwrap();
+        let e = RawConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("flow.code_digits"), "{e}");
+        let e = RawConfig::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not found"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret-from-file\n").unwrap();
+        let mut raw = RawConfig::default();
+        raw.mail.smtp_username = Some("sspr".into());
+        raw.mail.smtp_password_file = Some(f);
+        raw.mail.smtp_url = "smtp://sspr:inline-secret@127.0.0.1:25".into();
+        let cfg = Config::try_from(raw).unwrap();
+        assert_eq!(cfg.mail.password.as_deref(), Some("s3cret-from-file"));
+        let printed = cfg.raw.redacted_toml();
+        assert!(
+            !printed.contains("inline-secret") && !format!("{:?}", cfg.mail).contains("s3cret"),
+            "{printed}"
+        );
+    }
+}

@@ -80,6 +80,8 @@ impl Application {
             transport,
             clock: core.clock.clone(),
             retry: cfg.retry,
+            // The demo's development mailbox shows delivered bodies; real transports scrub them.
+            keep_bodies: cfg.mail_transport == MailTransportKind::DevMailbox,
         };
         let worker = tokio::spawn(worker.run(rx.clone()));
 

@@ -451,13 +451,17 @@ impl Store for SqliteStore {
         Ok(mail)
     }
 
-    async fn mail_sent(&self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
-            .bind(millis(at))
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
+    async fn mail_sent(&self, id: i64, at: OffsetDateTime, scrub: bool) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL, \
+             body = CASE WHEN ? THEN '(delivered; body removed)' ELSE body END WHERE id = ?",
+        )
+        .bind(millis(at))
+        .bind(scrub)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
         Ok(())
     }
 

@@ -323,6 +323,15 @@ async fn flow_tokens_codes_and_passwords_never_appear_in_urls_or_audit() {
     ] {
         assert!(!audit.contains(secret), "audit contains a secret");
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored = t.core().app.recent_mail(100).await.unwrap();
+    assert!(stored.iter().any(|m| m.sent_at.is_some()));
+    for m in stored.iter().filter(|m| m.sent_at.is_some()) {
+        assert!(
+            !m.mail.body.contains(&code),
+            "a delivered code stays in the outbox"
+        );
+    }
     for m in t.sink.messages() {
         for h in ["Subject", "From", "To"] {
             let v = m.header(h).unwrap_or_default();
