@@ -182,7 +182,13 @@ impl RawConfig {
         if let Some(p) = path {
             f = f.merge(Toml::file_exact(p));
         }
-        f.merge(Env::prefixed("GATEHOUSE_").split("__").ignore(&["config"]))
+        // Only GATEHOUSE_<SECTION>__<KEY>: other GATEHOUSE_* variables (GATEHOUSE_CONFIG, test switches)
+        // are not configuration keys.
+        f.merge(
+            Env::prefixed("GATEHOUSE_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        )
     }
 
     /// The effective configuration as TOML, secrets redacted.
