@@ -201,7 +201,7 @@ impl Gatehouse {
             reason: None,
             method: None,
             client_ip: meta.ip,
-            user_agent: meta.user_agent.as_ref().map(|u| u.chars().take(256).collect()),
+            user_agent: meta.user_agent.clone(),
             flow_id: None,
             directory: Some(self.directory.name().to_owned()),
         }

@@ -47,7 +47,7 @@ impl Default for StoreSection {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MailSection {
     pub transport: String,
@@ -61,6 +61,18 @@ pub struct MailSection {
     pub retry_max_secs: u64,
     pub poll_ms: u64,
     pub allow_insecure: bool,
+}
+
+impl std::fmt::Debug for MailSection {
+    /// Secrets stay out of logs: no password, no URL (it may carry credentials).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSection")
+            .field("transport", &self.transport)
+            .field("from", &self.from)
+            .field("smtp_username", &self.smtp_username)
+            .field("smtp_password_file", &self.smtp_password_file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for MailSection {
@@ -512,6 +524,11 @@ mod tests {
         assert!(
             !printed.contains("inline-secret") && !format!("{:?}", cfg.mail).contains("s3cret"),
             "{printed}"
+        );
+        let debug = format!("{cfg:?}");
+        assert!(
+            !debug.contains("inline-secret") && !debug.contains("s3cret"),
+            "{debug}"
         );
     }
 }

@@ -598,31 +598,45 @@ pub struct AddForm {
     address: String,
 }
 
+/// Checks the form's CSRF token and the portal session, runs one account action, and shows the
+/// account page with its outcome.
+async fn account_action<F, Fut>(
+    s: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+    done: &str,
+    action: F,
+) -> Response
+where
+    F: FnOnce(SessionCtx) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ServiceError>>,
+{
+    if !csrf_ok(&s.web, headers, csrf) {
+        return csrf_refused(s);
+    }
+    let Some(ctx) = portal_session(s, headers).await else {
+        return Redirect::to("/signin").into_response();
+    };
+    match action(ctx.clone()).await {
+        Ok(()) => account_view(s, headers, &ctx, None, Some(done)).await,
+        Err(e) => account_view(s, headers, &ctx, Some(&e), None).await,
+    }
+}
+
 pub async fn account_add(
     State(s): State<AppState>,
     headers: HeaderMap,
     meta: Meta,
     Form(f): Form<AddForm>,
 ) -> Response {
-    if !csrf_ok(&s.web, &headers, &f.csrf) {
-        return csrf_refused(&s);
-    }
-    let Some(ctx) = portal_session(&s, &headers).await else {
-        return Redirect::to("/signin").into_response();
-    };
-    match s.app.add_method(&ctx, "email", &f.address, &meta.0).await {
-        Ok(_) => {
-            account_view(
-                &s,
-                &headers,
-                &ctx,
-                None,
-                Some("We sent a code to the new address. Enter it below."),
-            )
+    let done = "We sent a code to the new address. Enter it below.";
+    let app = s.app.clone();
+    account_action(&s, &headers, &f.csrf, done, |ctx| async move {
+        app.add_method(&ctx, "email", &f.address, &meta.0)
             .await
-        }
-        Err(e) => account_view(&s, &headers, &ctx, Some(&e), None).await,
-    }
+            .map(|_| ())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -638,16 +652,15 @@ pub async fn account_verify(
     Path(id): Path<String>,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    if !csrf_ok(&s.web, &headers, &f.csrf) {
-        return csrf_refused(&s);
-    }
-    let Some(ctx) = portal_session(&s, &headers).await else {
-        return Redirect::to("/signin").into_response();
-    };
-    match s.app.verify_method(&ctx, &id, &f.code, &meta.0).await {
-        Ok(()) => account_view(&s, &headers, &ctx, None, Some("The address is verified.")).await,
-        Err(e) => account_view(&s, &headers, &ctx, Some(&e), None).await,
-    }
+    let app = s.app.clone();
+    account_action(
+        &s,
+        &headers,
+        &f.csrf,
+        "The address is verified.",
+        |ctx| async move { app.verify_method(&ctx, &id, &f.code, &meta.0).await },
+    )
+    .await
 }
 
 pub async fn account_remove(
@@ -657,16 +670,15 @@ pub async fn account_remove(
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if !csrf_ok(&s.web, &headers, &f.csrf) {
-        return csrf_refused(&s);
-    }
-    let Some(ctx) = portal_session(&s, &headers).await else {
-        return Redirect::to("/signin").into_response();
-    };
-    match s.app.remove_method(&ctx, &id, &meta.0).await {
-        Ok(()) => account_view(&s, &headers, &ctx, None, Some("The method was removed.")).await,
-        Err(e) => account_view(&s, &headers, &ctx, Some(&e), None).await,
-    }
+    let app = s.app.clone();
+    account_action(
+        &s,
+        &headers,
+        &f.csrf,
+        "The method was removed.",
+        |ctx| async move { app.remove_method(&ctx, &id, &meta.0).await },
+    )
+    .await
 }
 
 pub async fn dev_mailbox(State(s): State<AppState>) -> Response {

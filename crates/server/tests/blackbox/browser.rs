@@ -24,27 +24,42 @@ async fn reset_in_a_real_browser() {
     let go = |p: &str| format!("{}{p}", t.base);
 
     c.goto(&go("/")).await.unwrap();
-    c.find(Locator::Id("go-reset"))
+    c.wait()
+        .for_element(Locator::Id("go-reset"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    c.find(Locator::Id("login"))
+    c.wait()
+        .for_element(Locator::Id("login"))
         .await
         .unwrap()
         .send_keys("alice")
         .await
         .unwrap();
-    c.find(Locator::Id("start")).await.unwrap().click().await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("start"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 
+    c.wait().for_element(Locator::Id("send")).await.unwrap();
     let page = c.source().await.unwrap();
     assert!(page.contains("a•••@e•••.net"), "masked method shown: {page}");
     assert!(
         !c.current_url().await.unwrap().as_str().contains("flow="),
         "no token in the URL"
     );
-    c.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let code = code_in(
         &t.sink
             .wait_for_message_to("alice.private@example.net", MAIL_WAIT)
@@ -52,13 +67,15 @@ async fn reset_in_a_real_browser() {
             .unwrap(),
     );
 
-    c.find(Locator::Id("code"))
+    c.wait()
+        .for_element(Locator::Id("code"))
         .await
         .unwrap()
         .send_keys(&code)
         .await
         .unwrap();
-    c.find(Locator::Id("verify"))
+    c.wait()
+        .for_element(Locator::Id("verify"))
         .await
         .unwrap()
         .click()
@@ -66,21 +83,25 @@ async fn reset_in_a_real_browser() {
         .unwrap();
 
     // The rules are shown; a bad password is explained, every violation at once.
+    c.wait().for_element(Locator::Id("set-password")).await.unwrap();
     let page = c.source().await.unwrap();
     assert!(page.contains("At least 12 characters."), "{page}");
-    c.find(Locator::Id("password"))
+    c.wait()
+        .for_element(Locator::Id("password"))
         .await
         .unwrap()
         .send_keys("alice")
         .await
         .unwrap();
-    c.find(Locator::Id("confirm"))
+    c.wait()
+        .for_element(Locator::Id("confirm"))
         .await
         .unwrap()
         .send_keys("alice")
         .await
         .unwrap();
-    c.find(Locator::Id("set-password"))
+    c.wait()
+        .for_element(Locator::Id("set-password"))
         .await
         .unwrap()
         .click()
@@ -98,19 +119,22 @@ async fn reset_in_a_real_browser() {
         "{violations}"
     );
 
-    c.find(Locator::Id("password"))
+    c.wait()
+        .for_element(Locator::Id("password"))
         .await
         .unwrap()
         .send_keys("Browser-New-Password-7")
         .await
         .unwrap();
-    c.find(Locator::Id("confirm"))
+    c.wait()
+        .for_element(Locator::Id("confirm"))
         .await
         .unwrap()
         .send_keys("Browser-New-Password-7")
         .await
         .unwrap();
-    c.find(Locator::Id("set-password"))
+    c.wait()
+        .for_element(Locator::Id("set-password"))
         .await
         .unwrap()
         .click()
