@@ -23,6 +23,8 @@ pub enum Activity {
     Blocked,
     UserImported,
     UserAdded,
+    DirectorySynced,
+    UserDisabled,
 }
 
 impl Activity {
@@ -43,6 +45,8 @@ impl Activity {
             Self::Blocked => "blocked",
             Self::UserImported => "user_imported",
             Self::UserAdded => "user_added",
+            Self::DirectorySynced => "directory_synced",
+            Self::UserDisabled => "user_disabled",
         }
     }
 }

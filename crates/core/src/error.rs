@@ -20,6 +20,8 @@ pub enum ServiceError {
     InvalidCredentials,
     #[error("account locked")]
     AccountLocked,
+    #[error("password expired")]
+    PasswordExpired,
     #[error("not signed in")]
     Unauthorized,
     #[error("not found")]
@@ -48,6 +50,7 @@ impl ServiceError {
             Self::PasswordRejected(_) => "password_rejected",
             Self::InvalidCredentials => "invalid_credentials",
             Self::AccountLocked => "account_locked",
+            Self::PasswordExpired => "password_expired",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
             Self::DirectoryUnavailable(_) => "directory_unavailable",
@@ -75,6 +78,11 @@ impl ServiceError {
             Self::PasswordRejected(_) => "The new password does not meet the rules.".into(),
             Self::InvalidCredentials => "The user name or password is not correct.".into(),
             Self::AccountLocked => "Your account is locked. Use \"I'm locked out\" to unlock it.".into(),
+            Self::PasswordExpired => {
+                "Your password has expired. Choose a new one on the \"Change password\" page with your \
+                 current password."
+                    .into()
+            }
             Self::Unauthorized => "Please sign in.".into(),
             Self::NotFound => "Not found.".into(),
             Self::DirectoryUnavailable(_) => {
@@ -98,6 +106,8 @@ impl From<DirectoryError> for ServiceError {
             }
             DirectoryError::Rejected(v) => Self::PasswordRejected(v),
             DirectoryError::Locked => Self::AccountLocked,
+            DirectoryError::PasswordExpired => Self::PasswordExpired,
+            DirectoryError::InsufficientRights(m) => Self::Internal(format!("service account: {m}")),
             DirectoryError::Unsupported(m) => Self::Internal(m.into()),
             DirectoryError::Other(m) => Self::Internal(m),
         }

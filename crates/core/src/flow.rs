@@ -65,6 +65,9 @@ pub struct Flow {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     pub version: i64,
+    /// A reset flow for a locked account: once verified, the user may unlock instead of resetting.
+    #[serde(default)]
+    pub offer_unlock: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -168,10 +171,12 @@ impl Flow {
         }
     }
 
-    /// The flow may unlock now (unlock flows, all methods verified).
+    /// The flow may unlock now (unlock flows, all methods verified; or a verified reset flow of a
+    /// locked account, whose user chose to keep the password).
     pub fn ready_for_unlock(&self, now: OffsetDateTime) -> Result<(), FlowError> {
         self.active(now)?;
-        if self.step == FlowStep::Unlock && self.genuine {
+        let unlock_instead = self.step == FlowStep::Password && self.offer_unlock;
+        if (self.step == FlowStep::Unlock || unlock_instead) && self.genuine {
             Ok(())
         } else {
             Err(FlowError::WrongStep)
@@ -249,6 +254,7 @@ mod tests {
             created_at: T0,
             expires_at: T0 + Duration::minutes(15),
             version: 0,
+            offer_unlock: false,
         }
     }
 

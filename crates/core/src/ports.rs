@@ -39,6 +39,12 @@ pub struct Account {
     pub locked: bool,
     pub has_password: bool,
     pub groups: Vec<String>,
+    /// The password was set by an administrator and must be changed (ppolicy `pwdReset`, AD `pwdLastSet=0`).
+    pub must_change: bool,
+    /// The password is past its maximum age.
+    pub expired: bool,
+    /// Grace logins left after expiry, when the directory allows them.
+    pub grace_logins_left: Option<u32>,
 }
 
 /// What to create in a directory that can hold accounts (the builtin one).
@@ -63,6 +69,12 @@ pub enum DirectoryError {
     Locked,
     #[error("the account is disabled")]
     Disabled,
+    /// The password was right but has expired; the user may only change it.
+    #[error("the password has expired")]
+    PasswordExpired,
+    /// The service account lacks a right it needs (names the right and the entry).
+    #[error("the service account may not do this: {0}")]
+    InsufficientRights(String),
     #[error("no such account")]
     NotFound,
     #[error("not supported by this directory: {0}")]
@@ -93,6 +105,88 @@ pub trait Directory: Send + Sync {
     /// Creates or updates an account where the directory holds them; `Unsupported` elsewhere.
     async fn provision(&self, spec: &AccountSpec) -> Result<bool, DirectoryError>;
     async fn health(&self) -> Result<(), DirectoryError>;
+
+    /// A helpdesk reset: sets the password as the service and, when asked, marks it "must change at
+    /// next logon".
+    async fn helpdesk_reset(
+        &self,
+        login: &Login,
+        new: &Password,
+        must_change: bool,
+    ) -> Result<(), DirectoryError> {
+        if must_change {
+            return Err(DirectoryError::Unsupported("must change at next logon"));
+        }
+        self.reset_password(login, new).await
+    }
+
+    /// Checks the connection and the service account's rights, one verdict per right.
+    /// `sample` is a user to test against (the first user in scope when absent).
+    async fn self_test(&self, sample: Option<&Login>) -> Vec<RightCheck> {
+        let _ = sample;
+        vec![match self.health().await {
+            Ok(()) => RightCheck::ok("connect", "The directory answers."),
+            Err(e) => RightCheck::missing("connect", e.to_string()),
+        }]
+    }
+
+    /// Reads users in scope for the store: everything when `watermark` is `None`, else what changed since.
+    async fn sync_scan(&self, watermark: Option<&str>) -> Result<SyncBatch, DirectoryError> {
+        let _ = watermark;
+        Err(DirectoryError::Unsupported("synchronisation"))
+    }
+}
+
+/// One verdict of a directory self-test.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RightCheck {
+    pub right: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl RightCheck {
+    pub fn ok(right: &str, detail: impl Into<String>) -> Self {
+        Self {
+            right: right.into(),
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+    pub fn missing(right: &str, detail: impl Into<String>) -> Self {
+        Self {
+            right: right.into(),
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A user as read from the directory for synchronisation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncedUser {
+    pub login: Login,
+    pub display_name: String,
+    pub email: Option<Email>,
+    /// The mobile number as the directory holds it: a phone-method candidate.
+    pub mobile_phone: Option<String>,
+    /// The personal (non-work) email: an alternate-email-method candidate.
+    pub personal_email: Option<Email>,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+}
+
+/// What one synchronisation pass read from the directory.
+#[derive(Clone, Debug, Default)]
+pub struct SyncBatch {
+    /// Users added or changed since the watermark (all users on a full scan).
+    pub users: Vec<SyncedUser>,
+    /// Every login in scope now (to find the users who left it).
+    pub in_scope: Vec<Login>,
+    /// Entries that could not be read as users (no login attribute, bad value), with the reason.
+    pub skipped: Vec<String>,
+    /// The watermark to pass next time.
+    pub watermark: Option<String>,
 }
 
 /// A registered verification method.
@@ -173,6 +267,23 @@ pub struct UserProfile {
     pub email: Option<Email>,
     pub mobile_phone: Option<String>,
     pub groups: Vec<String>,
+    /// Disabled in the store: the user left the synchronised scope or is disabled in the directory.
+    pub disabled: bool,
+}
+
+/// One page of a directory synchronisation.
+#[derive(Clone, Debug, Default)]
+pub struct SyncWrite {
+    /// The directory's name, kept on each profile.
+    pub source: String,
+    pub profiles: Vec<UserProfile>,
+    /// Contact candidates from the directory, one per profile that has one; they replace the
+    /// previous candidate from the same source.
+    pub candidates: Vec<Method>,
+    /// Users who left the scope.
+    pub disable: Vec<Login>,
+    /// Stored after the page is written.
+    pub watermark: Option<String>,
 }
 
 /// A typed code for a method being registered.
@@ -232,6 +343,13 @@ pub trait Store: Send + Sync {
         -> Result<bool, StoreError>;
 
     async fn upsert_profile(&self, profile: &UserProfile, changes: Changes) -> Result<(), StoreError>;
+    async fn profile(&self, login: &Login) -> Result<Option<UserProfile>, StoreError>;
+
+    /// Writes one page of a directory synchronisation in one transaction.
+    async fn apply_sync(&self, write: &SyncWrite, changes: Changes) -> Result<(), StoreError>;
+    /// Logins of the enabled profiles that came from `source`.
+    async fn synced_logins(&self, source: &str) -> Result<Vec<Login>, StoreError>;
+    async fn sync_watermark(&self, source: &str) -> Result<Option<String>, StoreError>;
 
     async fn insert_flow(&self, flow: &Flow, changes: Changes) -> Result<(), StoreError>;
     async fn flow_by_token(&self, token: &TokenHash) -> Result<Option<Flow>, StoreError>;

@@ -6,7 +6,8 @@ use crate::messages::{self, Branding};
 use crate::password::{PasswordPolicy, RuleText, Violation};
 use crate::ports::{
     Account, AccountSpec, AuditRow, Changes, Clock, Directory, DirectoryError, FailureOp, Method,
-    MethodCheck, MethodCode, MethodVerification, QueuedMail, SecureRng, Session, Store, UserProfile,
+    MethodCheck, MethodCode, MethodVerification, QueuedMail, RightCheck, SecureRng, Session, Store,
+    SyncWrite, SyncedUser, UserProfile,
 };
 use crate::secret::{InstanceKey, OtpCode, Password, Token, TokenHash};
 use crate::types::{Email, FlowId, FlowKind, Login, MethodId, MethodKind, ParseError};
@@ -27,6 +28,9 @@ pub struct Settings {
     pub methods_required: u8,
     pub max_methods: usize,
     pub password: PasswordPolicy,
+    /// Contact attributes synchronised from the directory count as registered methods without the
+    /// user verifying them (off by default: directory attributes are often self-editable).
+    pub trust_directory_contacts: bool,
 }
 
 impl Default for Settings {
@@ -46,6 +50,7 @@ impl Default for Settings {
             methods_required: 1,
             max_methods: 5,
             password: PasswordPolicy::default(),
+            trust_directory_contacts: false,
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct FlowView {
     pub verified: u8,
     pub methods: Vec<MethodView>,
     pub code_sent_to: Option<MethodId>,
+    /// Shown once verified: the account is locked and may be unlocked without a new password.
+    pub unlock_available: bool,
 }
 
 impl From<&Flow> for FlowView {
@@ -93,6 +100,7 @@ impl From<&Flow> for FlowView {
                 })
                 .collect(),
             code_sent_to: f.code.as_ref().map(|c| c.method.clone()),
+            unlock_available: f.offer_unlock && f.step == FlowStep::Password,
         }
     }
 }
@@ -148,6 +156,18 @@ const DECOY_PROVIDERS: [(&str, &str); 8] = [
     ("hotmail", "com"),
     ("web", "de"),
 ];
+
+/// Users written per store transaction during a synchronisation.
+const SYNC_PAGE: usize = 1000;
+
+/// What a synchronisation pass did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    pub full: bool,
+    pub read: usize,
+    pub disabled: usize,
+    pub skipped: Vec<String>,
+}
 
 /// The application: ports plus settings. Cheap to clone.
 #[derive(Clone)]
@@ -247,6 +267,12 @@ impl Gatehouse {
         let login = Login::parse(login)?;
         let now = self.clock.now();
         let account = self.directory.find_account(&login).await?;
+        // The user may type any login attribute (uid or mail); methods are kept under the canonical one.
+        let login = account.as_ref().map(|a| a.login.clone()).unwrap_or(login);
+        let left_scope = match self.store.profile(&login).await? {
+            Some(p) => p.disabled,
+            None => false,
+        };
         let verified: Vec<Method> = self
             .store
             .methods(&login)
@@ -257,7 +283,7 @@ impl Gatehouse {
         let required = self.settings.methods_required.max(1);
         let reason = match &account {
             None => Some("unknown_account"),
-            Some(a) if a.disabled => Some("account_disabled"),
+            Some(a) if a.disabled || left_scope => Some("account_disabled"),
             Some(_) if verified.len() < usize::from(required) => Some("not_enough_methods"),
             Some(_) => None,
         };
@@ -288,6 +314,9 @@ impl Gatehouse {
             created_at: now,
             expires_at: now + self.settings.flow_lifetime,
             version: 0,
+            offer_unlock: reason.is_none()
+                && kind == FlowKind::Reset
+                && account.as_ref().is_some_and(|a| a.locked),
         };
         let mut event = self.flow_event(Activity::FlowStarted, &flow, meta);
         event.reason = Some(reason.unwrap_or(kind.as_str()).to_owned());
@@ -529,6 +558,47 @@ impl Gatehouse {
             |login| async move { dir.unlock(&login).await },
         )
         .await
+    }
+
+    /// A helpdesk reset (administrator's CLI): the local policy applies, the directory may be asked to
+    /// make the user change the password at next logon.
+    pub async fn helpdesk_reset(
+        &self,
+        login: &Login,
+        password: &Password,
+        must_change: bool,
+    ) -> Result<(), ServiceError> {
+        let violations = self
+            .settings
+            .password
+            .check(login.as_str(), password.expose_secret());
+        if !violations.is_empty() {
+            return Err(ServiceError::PasswordRejected(violations));
+        }
+        let mut e = self.event(Activity::PasswordReset, Some(login), &RequestMeta::default());
+        e.actor = "admin:cli".into();
+        e.reason = Some(
+            if must_change {
+                "helpdesk_must_change"
+            } else {
+                "helpdesk"
+            }
+            .into(),
+        );
+        match self.directory.helpdesk_reset(login, password, must_change).await {
+            Ok(()) => {
+                self.store.record(Changes::audit(e)).await?;
+                self.store.delete_sessions_of(login).await?;
+                Ok(())
+            }
+            Err(err) => {
+                let err = ServiceError::from(err);
+                e.result = Outcome::Failure;
+                e.reason = Some(err.code().into());
+                self.store.record(Changes::audit(e)).await?;
+                Err(err)
+            }
+        }
     }
 
     /// Changes a password the user knows.
@@ -778,6 +848,7 @@ impl Gatehouse {
             email: user.email.clone(),
             mobile_phone: user.mobile_phone.clone(),
             groups: user.groups.clone(),
+            disabled: false,
         };
         let activity = if source == "cli" {
             Activity::UserAdded
@@ -837,6 +908,98 @@ impl Gatehouse {
 
     pub async fn recent_mail(&self, limit: u32) -> Result<Vec<QueuedMail>, ServiceError> {
         Ok(self.store.recent_mail(limit).await?)
+    }
+
+    /// One synchronisation pass: users, groups and contact candidates from the directory into the
+    /// store, incrementally from the stored watermark unless `full`. Users who left the scope are
+    /// disabled in the store (self-service then treats them like unknown logins).
+    pub async fn sync_directory(&self, full: bool) -> Result<SyncReport, ServiceError> {
+        let source = self.directory.name().to_owned();
+        let watermark = if full {
+            None
+        } else {
+            self.store.sync_watermark(&source).await?
+        };
+        let batch = self.directory.sync_scan(watermark.as_deref()).await?;
+        let in_scope: std::collections::HashSet<&str> = batch.in_scope.iter().map(|l| l.as_str()).collect();
+        let disable: Vec<Login> = self
+            .store
+            .synced_logins(&source)
+            .await?
+            .into_iter()
+            .filter(|l| !in_scope.contains(l.as_str()))
+            .collect();
+        let now = self.clock.now();
+        let report = SyncReport {
+            full: watermark.is_none(),
+            read: batch.users.len(),
+            disabled: disable.len(),
+            skipped: batch.skipped.clone(),
+        };
+        let pages: Vec<&[SyncedUser]> = if batch.users.is_empty() {
+            vec![&[]]
+        } else {
+            batch.users.chunks(SYNC_PAGE).collect()
+        };
+        let count = pages.len();
+        for (i, page) in pages.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let mut write = SyncWrite {
+                source: source.clone(),
+                ..SyncWrite::default()
+            };
+            for u in page {
+                write.profiles.push(UserProfile {
+                    login: u.login.clone(),
+                    display_name: u.display_name.clone(),
+                    email: u.email.clone(),
+                    mobile_phone: u.mobile_phone.clone(),
+                    groups: u.groups.clone(),
+                    disabled: u.disabled,
+                });
+                if let Some(alt) = &u.personal_email {
+                    let mut id = [0u8; 10];
+                    self.rng.fill(&mut id);
+                    write.candidates.push(Method {
+                        id: MethodId::from_bytes(&id),
+                        login: u.login.clone(),
+                        kind: MethodKind::Email,
+                        address: alt.clone(),
+                        verified: self.settings.trust_directory_contacts,
+                        source: format!("directory:{source}"),
+                        created_at: now,
+                    });
+                }
+            }
+            let mut changes = Changes::default();
+            if last {
+                write.disable = disable.clone();
+                write.watermark = batch.watermark.clone();
+                for login in &disable {
+                    let mut e = self.event(Activity::UserDisabled, Some(login), &RequestMeta::default());
+                    e.actor = format!("sync:{source}");
+                    e.reason = Some("left_scope".into());
+                    changes.audit.push(e);
+                }
+                let mut e = self.event(Activity::DirectorySynced, None, &RequestMeta::default());
+                e.actor = format!("sync:{source}");
+                e.reason = Some(format!(
+                    "{} users read, {} disabled, {} skipped{}",
+                    report.read,
+                    report.disabled,
+                    report.skipped.len(),
+                    if report.full { " (full)" } else { "" }
+                ));
+                changes.audit.push(e);
+            }
+            self.store.apply_sync(&write, changes).await?;
+        }
+        Ok(report)
+    }
+
+    /// The directory's self-test: connection and service-account rights.
+    pub async fn directory_test(&self, sample: Option<&Login>) -> Vec<RightCheck> {
+        self.directory.self_test(sample).await
     }
 
     pub async fn readiness(&self) -> Readiness {

@@ -1,9 +1,10 @@
 //! Gatehouse directories behind the one [`Directory`] port.
 //!
-//! Today: the builtin directory (accounts held by Gatehouse itself, argon2id). OpenLDAP and Active
-//! Directory adapters come next, behind the same port.
+//! The builtin directory (accounts held by Gatehouse itself, argon2id) and LDAP directories
+//! (OpenLDAP with ppolicy, and other RFC 4519 servers).
 #![forbid(unsafe_code)]
 
 pub mod builtin;
+pub mod ldap;
 
 pub use builtin::{BuiltinDirectory, BuiltinOptions};

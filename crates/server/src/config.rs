@@ -93,12 +93,48 @@ impl Default for MailSection {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DirectorySection {
     pub kind: String,
+    // builtin
     pub lockout_threshold: u32,
     pub history: u32,
+    // ldap
+    pub url: String,
+    pub starttls: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_insecure_skip_verify: bool,
+    pub allow_insecure: bool,
+    pub bind_dn: String,
+    pub bind_password: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    pub base_dn: String,
+    pub user_filter: String,
+    pub login_attributes: Vec<String>,
+    pub policy_dn: Option<String>,
+    pub pool_size: usize,
+    pub connect_timeout_secs: u64,
+    pub operation_timeout_secs: u64,
+    pub enforce_directory_policy: bool,
+    pub policy_enforcement: String,
+    pub password_write: String,
+    pub trust_contacts: bool,
+    pub sync_interval_minutes: u64,
+    pub attributes: AttributeSection,
+    pub groups: GroupSection,
+}
+
+impl std::fmt::Debug for DirectorySection {
+    /// The bind password stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorySection")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("bind_dn", &self.bind_dn)
+            .field("base_dn", &self.base_dn)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for DirectorySection {
@@ -107,6 +143,73 @@ impl Default for DirectorySection {
             kind: "builtin".into(),
             lockout_threshold: 5,
             history: 5,
+            url: String::new(),
+            starttls: false,
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
+            allow_insecure: false,
+            bind_dn: String::new(),
+            bind_password: None,
+            bind_password_file: None,
+            base_dn: String::new(),
+            user_filter: "(objectClass=inetOrgPerson)".into(),
+            login_attributes: vec!["uid".into(), "mail".into()],
+            policy_dn: None,
+            pool_size: 8,
+            connect_timeout_secs: 5,
+            operation_timeout_secs: 10,
+            enforce_directory_policy: true,
+            policy_enforcement: "user_change".into(),
+            password_write: "exop".into(),
+            trust_contacts: false,
+            sync_interval_minutes: 15,
+            attributes: AttributeSection::default(),
+            groups: GroupSection::default(),
+        }
+    }
+}
+
+/// `[directory.attributes]`: where the directory keeps what Gatehouse reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributeSection {
+    pub display_name: String,
+    pub mail: String,
+    pub mobile: String,
+    pub personal_email: Option<String>,
+}
+
+impl Default for AttributeSection {
+    fn default() -> Self {
+        Self {
+            display_name: "cn".into(),
+            mail: "mail".into(),
+            mobile: "mobile".into(),
+            personal_email: None,
+        }
+    }
+}
+
+/// `[directory.groups]`: how group membership is found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupSection {
+    /// "memberof", "search" or "none".
+    pub lookup: String,
+    pub member_of_attribute: String,
+    pub base_dn: String,
+    pub filter: String,
+    pub name_attribute: String,
+}
+
+impl Default for GroupSection {
+    fn default() -> Self {
+        Self {
+            lookup: "memberof".into(),
+            member_of_attribute: "memberOf".into(),
+            base_dn: String::new(),
+            filter: "(member={dn})".into(),
+            name_attribute: "cn".into(),
         }
     }
 }
@@ -209,6 +312,9 @@ impl RawConfig {
         if c.mail.smtp_password.is_some() {
             c.mail.smtp_password = Some("<redacted>".into());
         }
+        if c.directory.bind_password.is_some() {
+            c.directory.bind_password = Some("<redacted>".into());
+        }
         if let Ok(mut u) = url::Url::parse(&c.mail.smtp_url) {
             if u.password().is_some() {
                 let _ = u.set_password(Some("redacted"));
@@ -239,6 +345,15 @@ fn explain(e: figment::Error) -> String {
     out
 }
 
+#[derive(Clone, Debug)]
+pub enum DirectoryKind {
+    Builtin,
+    Ldap {
+        settings: Box<gatehouse_directory::ldap::LdapSettings>,
+        sync_interval: Option<std::time::Duration>,
+    },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MailTransportKind {
     Smtp,
@@ -256,8 +371,149 @@ pub struct Config {
     pub mail_transport: MailTransportKind,
     pub retry: gatehouse_notify::RetryPolicy,
     pub builtin: gatehouse_directory::BuiltinOptions,
+    pub directory: DirectoryKind,
     pub settings: Settings,
     pub raw: RawConfig,
+}
+
+fn read_secret_file(key: &str, path: &Path) -> anyhow::Result<String> {
+    let s =
+        std::fs::read_to_string(path).with_context(|| format!("{key}: cannot read {}", path.display()))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn ldap_settings(d: &DirectorySection) -> anyhow::Result<DirectoryKind> {
+    use gatehouse_directory::ldap::{
+        AttributeMap, GroupLookup, LdapSettings, PasswordWrite, PolicyEnforcement, Security,
+    };
+    if d.url.is_empty() {
+        bail!("directory.url: required for kind = \"ldap\"; write it like \"ldaps://ldap.example.org\"");
+    }
+    let url = url::Url::parse(&d.url).with_context(|| {
+        format!(
+            "directory.url: \"{}\" is not a URL; write it like \"ldaps://ldap.example.org\" or \
+             \"ldap://ldap.example.org\" with starttls = true",
+            d.url
+        )
+    })?;
+    let security = match (url.scheme(), d.starttls) {
+        ("ldaps", false) | ("ldapi", false) => Security::Implicit,
+        ("ldaps" | "ldapi", true) => {
+            bail!("directory.starttls: only for ldap:// URLs (ldaps:// is already TLS)")
+        }
+        ("ldap", true) => Security::StartTls,
+        ("ldap", false) => Security::None,
+        (other, _) => {
+            bail!("directory.url: the scheme \"{other}\" is not LDAP; use ldap://, ldaps:// or ldapi://")
+        }
+    };
+    let host = url.host_str().unwrap_or("");
+    if security == Security::None && !is_loopback_host(host) && !d.allow_insecure {
+        bail!(
+            "directory.url: plain ldap:// to {host} would send passwords in clear text; use ldaps://, set \
+             directory.starttls = true, or (only on a trusted network) directory.allow_insecure = true"
+        );
+    }
+    if let Some(ca) = &d.tls_ca_file {
+        if !ca.is_file() {
+            bail!("directory.tls_ca_file: {} does not exist", ca.display());
+        }
+    }
+    if d.bind_dn.trim().is_empty() {
+        bail!("directory.bind_dn: required; the DN of the service account, like \"cn=sspr,ou=services,dc=example,dc=org\"");
+    }
+    let password = match (&d.bind_password, &d.bind_password_file) {
+        (Some(_), Some(_)) => bail!("directory.bind_password and directory.bind_password_file: set only one"),
+        (Some(p), None) => p.clone(),
+        (None, Some(path)) => read_secret_file("directory.bind_password_file", path)?,
+        (None, None) => bail!(
+            "directory.bind_password_file: required (or directory.bind_password); the service account's password"
+        ),
+    };
+    if d.base_dn.trim().is_empty() {
+        bail!("directory.base_dn: required; where the users are, like \"ou=people,dc=example,dc=org\"");
+    }
+    let filter = d.user_filter.trim();
+    if !(filter.starts_with('(') && filter.ends_with(')')) {
+        bail!("directory.user_filter: must be an LDAP filter in parentheses, like \"(objectClass=inetOrgPerson)\"");
+    }
+    if d.login_attributes.is_empty() || d.login_attributes.iter().any(|a| !is_attribute_name(a)) {
+        bail!("directory.login_attributes: list the attributes a user may type, like [\"uid\", \"mail\"]");
+    }
+    if !(1..=64).contains(&d.pool_size) {
+        bail!("directory.pool_size: must be between 1 and 64");
+    }
+    let groups = match d.groups.lookup.as_str() {
+        "memberof" => GroupLookup::MemberOf {
+            attribute: d.groups.member_of_attribute.clone(),
+        },
+        "search" => {
+            if d.groups.base_dn.trim().is_empty() || !d.groups.filter.contains("{dn}") {
+                bail!(
+                    "directory.groups: lookup = \"search\" needs base_dn and a filter with {{dn}}, like \
+                     \"(member={{dn}})\""
+                );
+            }
+            GroupLookup::Search {
+                base_dn: d.groups.base_dn.clone(),
+                filter: d.groups.filter.clone(),
+                name_attribute: d.groups.name_attribute.clone(),
+            }
+        }
+        "none" => GroupLookup::None,
+        other => bail!(
+            "directory.groups.lookup: \"{other}\" is not known; use \"memberof\", \"search\" or \"none\""
+        ),
+    };
+    let policy_enforcement = match d.policy_enforcement.as_str() {
+        "user_change" => PolicyEnforcement::UserChange,
+        "service_account" => PolicyEnforcement::ServiceAccount,
+        other => bail!(
+            "directory.policy_enforcement: \"{other}\" is not known; use \"user_change\" or \"service_account\""
+        ),
+    };
+    let password_write = match d.password_write.as_str() {
+        "exop" => PasswordWrite::Exop,
+        "modify" => PasswordWrite::Modify,
+        other => bail!("directory.password_write: \"{other}\" is not known; use \"exop\" or \"modify\""),
+    };
+    let a = &d.attributes;
+    let settings = LdapSettings {
+        url: d.url.clone(),
+        security,
+        tls_ca_file: d.tls_ca_file.clone(),
+        tls_insecure_skip_verify: d.tls_insecure_skip_verify,
+        bind_dn: d.bind_dn.clone(),
+        bind_password: gatehouse_core::secret::Password::new(password),
+        base_dn: d.base_dn.clone(),
+        user_filter: filter.to_owned(),
+        login_attributes: d.login_attributes.clone(),
+        attributes: AttributeMap {
+            display_name: a.display_name.clone(),
+            mail: a.mail.clone(),
+            mobile: a.mobile.clone(),
+            personal_email: a.personal_email.clone().filter(|p| !p.is_empty()),
+        },
+        groups,
+        pool_size: d.pool_size,
+        connect_timeout: std::time::Duration::from_secs(d.connect_timeout_secs.clamp(1, 300)),
+        operation_timeout: std::time::Duration::from_secs(d.operation_timeout_secs.clamp(1, 300)),
+        enforce_directory_policy: d.enforce_directory_policy,
+        policy_enforcement,
+        password_write,
+        policy_dn: d.policy_dn.clone().filter(|p| !p.is_empty()),
+    };
+    Ok(DirectoryKind::Ldap {
+        settings: Box::new(settings),
+        sync_interval: (d.sync_interval_minutes > 0)
+            .then(|| std::time::Duration::from_secs(d.sync_interval_minutes.saturating_mul(60))),
+    })
+}
+
+fn is_attribute_name(a: &str) -> bool {
+    !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.')
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -304,12 +560,14 @@ impl TryFrom<RawConfig> for Config {
         if !raw.store.url.starts_with("sqlite:") {
             bail!("store.url: only sqlite:// URLs are supported in this version (e.g. \"sqlite://gatehouse.db\")");
         }
-        if raw.directory.kind != "builtin" {
-            bail!(
-                "directory.kind: \"{}\" is not available in this version; use \"builtin\" (ldap and ad are coming)",
-                raw.directory.kind
-            );
-        }
+        let directory = match raw.directory.kind.as_str() {
+            "builtin" => DirectoryKind::Builtin,
+            "ldap" => ldap_settings(&raw.directory)?,
+            other => bail!(
+                "directory.kind: \"{other}\" is not available in this version; use \"builtin\" or \"ldap\" \
+                 (\"ad\" is coming)"
+            ),
+        };
         let m = &raw.mail;
         let mail_transport = match m.transport.as_str() {
             "smtp" => MailTransportKind::Smtp,
@@ -399,6 +657,7 @@ impl TryFrom<RawConfig> for Config {
                 max_length: p.max_length,
                 forbid_login: p.forbid_login,
             },
+            trust_directory_contacts: raw.directory.trust_contacts,
         };
         Ok(Self {
             listen,
@@ -422,6 +681,7 @@ impl TryFrom<RawConfig> for Config {
                 lockout_threshold: raw.directory.lockout_threshold,
                 history: raw.directory.history,
             },
+            directory,
             settings,
             raw,
         })

@@ -7,10 +7,11 @@ pub mod config;
 pub mod demo;
 
 use anyhow::Context;
-use config::{Config, MailTransportKind};
+use config::{Config, DirectoryKind, MailTransportKind};
 use gatehouse_core::clock::{OsRng, SystemClock};
 use gatehouse_core::ports::{Clock, Directory, SecureRng, Store};
 use gatehouse_core::Gatehouse;
+use gatehouse_directory::ldap::LdapDirectory;
 use gatehouse_directory::BuiltinDirectory;
 use gatehouse_notify::{DevMailbox, MailTransport, OutboxWorker, SmtpTransport};
 use gatehouse_store::SqliteStore;
@@ -44,7 +45,13 @@ impl Core {
             cfg.builtin.clone(),
         )
         .await?;
-        let directory: Arc<dyn Directory> = Arc::new(builtin.clone());
+        let directory: Arc<dyn Directory> = match &cfg.directory {
+            DirectoryKind::Builtin => Arc::new(builtin.clone()),
+            DirectoryKind::Ldap { settings, .. } => Arc::new(
+                LdapDirectory::new((**settings).clone(), clock.clone(), rng.clone())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+        };
         let store_port: Arc<dyn Store> = store.clone();
         let app = Gatehouse::new(directory, store_port, clock.clone(), rng, cfg.settings.clone()).await?;
         Ok(Self {
@@ -62,6 +69,7 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<()>,
+    sync: Option<JoinHandle<()>>,
     pub core: Core,
 }
 
@@ -84,6 +92,13 @@ impl Application {
             keep_bodies: cfg.mail_transport == MailTransportKind::DevMailbox,
         };
         let worker = tokio::spawn(worker.run(rx.clone()));
+        let sync = match &cfg.directory {
+            DirectoryKind::Ldap {
+                sync_interval: Some(every),
+                ..
+            } => Some(tokio::spawn(sync_schedule(core.app.clone(), *every, rx.clone()))),
+            _ => None,
+        };
 
         let web = WebConfig {
             public_url: cfg.public_url.clone(),
@@ -114,6 +129,7 @@ impl Application {
             shutdown,
             server,
             worker,
+            sync,
             core,
         })
     }
@@ -131,6 +147,9 @@ impl Application {
         let _ = self.shutdown.send(true);
         self.server.await??;
         self.worker.await?;
+        if let Some(sync) = self.sync {
+            sync.await?;
+        }
         Ok(())
     }
 
@@ -148,6 +167,28 @@ impl Application {
         ctrl_c.await?;
         tracing::info!("shutting down");
         self.stop().await
+    }
+}
+
+/// Synchronises users from the directory at start and then every `every`, until shutdown.
+async fn sync_schedule(app: Gatehouse, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match app.sync_directory(false).await {
+            Ok(r) => tracing::info!(
+                read = r.read,
+                disabled = r.disabled,
+                skipped = r.skipped.len(),
+                full = r.full,
+                "directory synchronised"
+            ),
+            Err(e) => tracing::warn!(error = %e, "directory synchronisation failed; will retry"),
+        }
     }
 }
 

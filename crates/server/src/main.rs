@@ -56,6 +56,31 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The directory: self-test and synchronisation.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Bind, find a sample user, and check the service account's rights (exit 1 if one is missing).
+    Test {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The user to test against (default: the first user in scope).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Synchronise users, groups and contact attributes into the store.
+    Sync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Read everything, not only what changed since the last run.
+        #[arg(long)]
+        full: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +104,15 @@ enum UsersCommand {
         /// sets the first password through the reset flow.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Helpdesk reset: set a password read from standard input, optionally "must change at next logon".
+    Reset {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        must_change: bool,
     },
     /// Import an HR feed: login,display_name,email,alternate_email,mobile_phone,groups.
     Import {
@@ -136,6 +170,76 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&arg)?;
             Core::open(&cfg).await?;
             println!("store is up to date: {}", cfg.store_url);
+        }
+        Command::Directory {
+            command: DirectoryCommand::Test { config, user },
+        } => {
+            let cfg = load(&config)?;
+            let core = Core::open(&cfg).await?;
+            let sample = user.as_deref().map(Login::parse).transpose()?;
+            let checks = core.app.directory_test(sample.as_ref()).await;
+            let mut ok = true;
+            for c in &checks {
+                ok &= c.ok;
+                println!(
+                    "{:<8} {:<15} {}",
+                    if c.ok { "ok" } else { "MISSING" },
+                    c.right,
+                    c.detail
+                );
+            }
+            println!(
+                "{}",
+                if ok {
+                    "verdict: ready"
+                } else {
+                    "verdict: not ready"
+                }
+            );
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Directory {
+            command: DirectoryCommand::Sync { config, full },
+        } => {
+            let cfg = load(&config)?;
+            let core = Core::open(&cfg).await?;
+            let started = std::time::Instant::now();
+            let r = core.app.sync_directory(full).await?;
+            for s in &r.skipped {
+                eprintln!("skipped {s}");
+            }
+            println!(
+                "{} sync: {} users read, {} disabled (left the scope), {} skipped, in {:.2?}",
+                if r.full { "full" } else { "incremental" },
+                r.read,
+                r.disabled,
+                r.skipped.len(),
+                started.elapsed()
+            );
+        }
+        Command::Users {
+            command:
+                UsersCommand::Reset {
+                    config,
+                    login,
+                    must_change,
+                },
+        } => {
+            let cfg = load(&config)?;
+            let core = Core::open(&cfg).await?;
+            let login = Login::parse(&login)?;
+            let mut pw = String::new();
+            std::io::stdin().read_to_string(&mut pw)?;
+            let pw = Password::new(pw.trim_end_matches(['\n', '\r']).to_owned());
+            core.app.helpdesk_reset(&login, &pw, must_change).await?;
+            println!(
+                "password of {login} set{}",
+                if must_change {
+                    "; it must be changed at next logon"
+                } else {
+                    ""
+                }
+            );
         }
         Command::Users {
             command:

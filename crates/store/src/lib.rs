@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use gatehouse_core::flow::Flow;
 use gatehouse_core::ports::{
     AuditRow, Changes, FailureOp, Method, MethodCheck, MethodCode, MethodVerification, QueuedMail, Session,
-    Store, StoreError, UserProfile,
+    Store, StoreError, SyncWrite, UserProfile,
 };
 use gatehouse_core::secret::{hashes_equal, TokenHash};
 use gatehouse_core::types::{Login, MethodId};
-use rows::{audit_row, method_row, millis, queued_mail, time_of};
+use rows::{audit_row, method_row, millis, profile_row, queued_mail, time_of};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
@@ -279,10 +279,10 @@ impl Store for SqliteStore {
         let groups = serde_json::to_string(&p.groups).map_err(|e| StoreError::Other(e.to_string()))?;
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO profiles (login, display_name, email, mobile_phone, groups, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (login) DO UPDATE SET display_name = excluded.display_name, \
+            "INSERT INTO profiles (login, display_name, email, mobile_phone, groups, updated_at, disabled) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (login) DO UPDATE SET display_name = excluded.display_name, \
              email = excluded.email, mobile_phone = excluded.mobile_phone, groups = excluded.groups, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, disabled = excluded.disabled",
         )
         .bind(p.login.as_str())
         .bind(&p.display_name)
@@ -290,11 +290,124 @@ impl Store for SqliteStore {
         .bind(&p.mobile_phone)
         .bind(groups)
         .bind(changes.audit.first().map(|e| millis(e.at)).unwrap_or(0))
+        .bind(p.disabled)
         .execute(&mut *tx)
         .await
         .map_err(err)?;
         apply(&mut tx, changes).await?;
         tx.commit().await.map_err(err)
+    }
+
+    async fn profile(&self, login: &Login) -> Result<Option<UserProfile>, StoreError> {
+        let row = sqlx::query(
+            "SELECT login, display_name, email, mobile_phone, groups, disabled FROM profiles WHERE login = ?",
+        )
+        .bind(login.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.map(|r| profile_row(&r)).transpose()
+    }
+
+    async fn apply_sync(&self, w: &SyncWrite, changes: Changes) -> Result<(), StoreError> {
+        let now = changes.audit.first().map(|e| millis(e.at)).unwrap_or(0);
+        let mut tx = self.begin().await?;
+        for p in &w.profiles {
+            let groups = serde_json::to_string(&p.groups).map_err(|e| StoreError::Other(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO profiles (login, display_name, email, mobile_phone, groups, updated_at, source, \
+                 disabled) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (login) DO UPDATE SET \
+                 display_name = excluded.display_name, email = excluded.email, \
+                 mobile_phone = excluded.mobile_phone, groups = excluded.groups, updated_at = excluded.updated_at, \
+                 source = excluded.source, disabled = excluded.disabled",
+            )
+            .bind(p.login.as_str())
+            .bind(&p.display_name)
+            .bind(p.email.as_ref().map(|e| e.as_str()))
+            .bind(&p.mobile_phone)
+            .bind(groups)
+            .bind(now)
+            .bind(&w.source)
+            .bind(p.disabled)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        for m in &w.candidates {
+            // The directory's candidate replaces the one it gave before; methods the user registered stay.
+            sqlx::query("DELETE FROM methods WHERE login = ? AND source = ? AND lower(address) <> lower(?)")
+                .bind(m.login.as_str())
+                .bind(&m.source)
+                .bind(m.address.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            sqlx::query(
+                "INSERT INTO methods (id, login, kind, address, verified, source, created_at, verified_at) \
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM methods WHERE login = ? \
+                 AND kind = ? AND lower(address) = lower(?))",
+            )
+            .bind(m.id.as_str())
+            .bind(m.login.as_str())
+            .bind(m.kind.as_str())
+            .bind(m.address.as_str())
+            .bind(m.verified)
+            .bind(&m.source)
+            .bind(millis(m.created_at))
+            .bind(m.verified.then(|| millis(m.created_at)))
+            .bind(m.login.as_str())
+            .bind(m.kind.as_str())
+            .bind(m.address.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        for login in &w.disable {
+            sqlx::query("UPDATE profiles SET disabled = 1, updated_at = ? WHERE login = ? AND source = ?")
+                .bind(now)
+                .bind(login.as_str())
+                .bind(&w.source)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        if let Some(mark) = &w.watermark {
+            sqlx::query(
+                "INSERT INTO sync_state (source, watermark, updated_at) VALUES (?, ?, ?) ON CONFLICT (source) \
+                 DO UPDATE SET watermark = excluded.watermark, updated_at = excluded.updated_at",
+            )
+            .bind(&w.source)
+            .bind(mark)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn synced_logins(&self, source: &str) -> Result<Vec<Login>, StoreError> {
+        let rows = sqlx::query("SELECT login FROM profiles WHERE source = ? AND disabled = 0")
+            .bind(source)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let l: String = r.try_get("login").map_err(err)?;
+                Login::parse(&l).map_err(|e| StoreError::Other(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn sync_watermark(&self, source: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT watermark FROM sync_state WHERE source = ?")
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(row.and_then(|r| r.try_get::<Option<String>, _>("watermark").ok().flatten()))
     }
 
     async fn insert_flow(&self, flow: &Flow, changes: Changes) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
 //! Row ↔ domain conversions.
 use gatehouse_core::audit::{Activity, AuditEvent, Outcome};
-use gatehouse_core::ports::{AuditRow, Method, OutgoingMail, QueuedMail, StoreError};
+use gatehouse_core::ports::{AuditRow, Method, OutgoingMail, QueuedMail, StoreError, UserProfile};
 use gatehouse_core::types::{Email, FlowId, Login, MethodId, MethodKind};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -36,6 +36,19 @@ pub fn method_row(r: &SqliteRow) -> Result<Method, StoreError> {
         verified: get(r, "verified")?,
         source: get(r, "source")?,
         created_at: time_of(get(r, "created_at")?),
+    })
+}
+
+pub fn profile_row(r: &SqliteRow) -> Result<UserProfile, StoreError> {
+    let groups: String = get(r, "groups")?;
+    let email: Option<String> = get(r, "email")?;
+    Ok(UserProfile {
+        login: Login::parse(&get::<String>(r, "login")?).map_err(|e| bad("login", e))?,
+        display_name: get(r, "display_name")?,
+        email: email.and_then(|e| Email::parse(&e).ok()),
+        mobile_phone: get(r, "mobile_phone")?,
+        groups: serde_json::from_str(&groups).unwrap_or_default(),
+        disabled: get(r, "disabled")?,
     })
 }
 

@@ -4,6 +4,8 @@
 //!   message it accepts in memory ([`smtp::CapturedMail`]).
 //! * [`browser::Browser`]: headless Chromium driven through WebDriver
 //!   (Debian's `chromium` and `chromium-driver`).
+//! * [`slapd::Slapd`]: a private OpenLDAP slapd with ppolicy and memberOf
+//!   (Debian's `slapd` and `ldap-utils`), and [`slapd::LdapUser`].
 //! * small helpers: [`require_tool`], [`ci_requires_all`], [`free_port`],
 //!   [`init_test_tracing`].
 //!
@@ -11,9 +13,11 @@
 //! messages that say what to do, never as panics.
 
 pub mod browser;
+pub mod slapd;
 pub mod smtp;
 
 pub use browser::Browser;
+pub use slapd::{LdapUser, Slapd};
 pub use smtp::{CapturedMail, SmtpSink};
 
 use std::ffi::OsStr;

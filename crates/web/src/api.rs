@@ -79,9 +79,11 @@ pub async fn verify_code(
         .app
         .verify_code(&body.flow, &body.method, &body.code, &meta)
         .await?;
-    Ok(Json(
-        json!({"step": v.step.as_str(), "verified": v.verified, "required": v.required}),
-    ))
+    let mut out = json!({"step": v.step.as_str(), "verified": v.verified, "required": v.required});
+    if v.unlock_available {
+        out["unlock_available"] = json!(true);
+    }
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]
