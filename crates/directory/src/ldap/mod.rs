@@ -190,10 +190,9 @@ fn violation_from_text(text: &str, policy: Option<&DirectoryPolicy>) -> Violatio
     };
     match error {
         Some(e) => ppolicy::violation(e, policy),
-        None if t.contains("not being changed") => Violation::new(
-            "directory_same_password",
-            "This is your current password. Choose a new one.",
-        ),
+        None if t.contains("not being changed") => {
+            Violation::new("history", "This is your current password. Choose a new one.")
+        }
         None => Violation::new(
             "directory_policy",
             format!("The directory refused the password: {text}"),
@@ -618,7 +617,7 @@ impl LdapDirectory {
             .any(|h| hashes::matches(h, candidate) == Some(true));
         if current {
             return Err(DirectoryError::Rejected(vec![Violation::new(
-                "directory_same_password",
+                "history",
                 "This is your current password. Choose a new one.",
             )]));
         }
@@ -810,7 +809,7 @@ impl Directory for LdapDirectory {
         if res.rc == 0 && old.expose_secret() == new.expose_secret() {
             let _ = ldap.unbind().await;
             return Err(DirectoryError::Rejected(vec![Violation::new(
-                "directory_same_password",
+                "history",
                 "This is your current password. Choose a new one.",
             )]));
         }

@@ -134,7 +134,7 @@ pub fn violation(error: PolicyError, policy: Option<&super::DirectoryPolicy>) ->
             },
         ),
         PolicyError::PasswordInHistory => Violation::new(
-            "directory_history",
+            "history",
             match policy.and_then(|p| p.history) {
                 Some(n) if n > 0 => {
                     format!("You have used this password before. Choose one that is not among your last {n}.")

@@ -1,11 +1,9 @@
 //! Reset, unlock, change and registration through the JSON API, against a real SMTP server.
-use crate::harness::{code_in, spawn, MAIL_WAIT, PUBLIC_URL};
+use crate::harness::{code_in, TestApp, MAIL_WAIT, PUBLIC_URL};
 use reqwest::Method;
 use serde_json::json;
 
-#[tokio::test]
-async fn reset_through_the_api_end_to_end() {
-    let t = spawn().await;
+async fn reset_through_the_api_end_to_end(t: TestApp) {
     t.add_user(
         "alice",
         Some("Original-Password-1"),
@@ -116,17 +114,15 @@ async fn reset_through_the_api_end_to_end() {
     }
 }
 
-#[tokio::test]
-async fn a_reset_also_unlocks_and_unlock_works_without_reset() {
-    let t = spawn().await;
+async fn a_reset_also_unlocks_and_unlock_works_without_reset(t: TestApp) {
     t.add_user("bob", Some("Bob-Original-Pass-1"), Some("bob.home@example.com"))
         .await;
     t.add_user("eve", Some("Eve-Original-Pass-1"), Some("eve.home@example.com"))
         .await;
     let bob = gatehouse_core::types::Login::parse("bob").unwrap();
     let eve = gatehouse_core::types::Login::parse("eve").unwrap();
-    t.core().builtin.lock(&bob).await.unwrap();
-    t.core().builtin.lock(&eve).await.unwrap();
+    t.lock(&bob).await;
+    t.lock(&eve).await;
     let (s, b) = t.sign_in("bob", "Bob-Original-Pass-1").await;
     assert_eq!((s, b["error"].as_str()), (403, Some("account_locked")));
 
@@ -174,9 +170,7 @@ async fn a_reset_also_unlocks_and_unlock_works_without_reset() {
     assert!(t.audit_activities().await.iter().any(|a| a == "account_unlocked"));
 }
 
-#[tokio::test]
-async fn change_password_through_the_api() {
-    let t = spawn().await;
+async fn change_password_through_the_api(t: TestApp) {
     t.add_user(
         "carol",
         Some("Orig-Secret-Pass-1"),
@@ -251,9 +245,7 @@ async fn change_password_through_the_api() {
     assert_eq!(b["violations"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn register_verify_and_remove_an_alternate_email() {
-    let t = spawn().await;
+async fn register_verify_and_remove_an_alternate_email(t: TestApp) {
     t.add_user("dave", Some("Dave-Original-Pass-1"), None).await;
     let (s, b) = t.sign_in("dave", "Dave-Original-Pass-1").await;
     assert_eq!(s, 200, "{b}");
@@ -324,18 +316,19 @@ async fn register_verify_and_remove_an_alternate_email() {
     }
 }
 
-#[tokio::test]
-async fn hr_import_gives_new_hires_their_first_password() {
-    let t = spawn().await;
+async fn hr_import_gives_new_hires_their_first_password(t: TestApp) {
     let csv = "login,display_name,email,alternate_email,mobile_phone,groups\n\
                nina,Nina New,nina@corp.example,nina.home@example.net,+15551234567,staff;sales\n\
                bad,Bad Row,bad@corp.example,not-an-email,,\n\
                omar,Omar New,omar@corp.example,omar.home@example.net,,staff\n";
+    // An LDAP directory holds its accounts already (HR creates them there); the builtin one creates them.
+    t.directory_account("nina").await;
+    t.directory_account("omar").await;
     let report = gatehouse::admin::import_csv(&t.core().app, csv.as_bytes())
         .await
         .unwrap();
     assert_eq!(report.rows, 3);
-    assert_eq!(report.accounts_created, 2);
+    assert_eq!(report.accounts_created, if t.is_ldap() { 0 } else { 2 });
     assert_eq!(report.errors.len(), 1);
     assert_eq!(
         report.errors[0].0, 3,
@@ -380,9 +373,7 @@ async fn hr_import_gives_new_hires_their_first_password() {
     assert_eq!(t.sign_in("nina", "First-Secret-Password-1").await.0, 200);
 }
 
-#[tokio::test]
-async fn audit_export_in_csv_and_jsonl() {
-    let t = spawn().await;
+async fn audit_export_in_csv_and_jsonl(t: TestApp) {
     t.add_user(
         "alice",
         Some("Original-Password-1"),
@@ -419,9 +410,7 @@ async fn audit_export_in_csv_and_jsonl() {
     }
 }
 
-#[tokio::test]
-async fn health_and_errors_are_json() {
-    let t = spawn().await;
+async fn health_and_errors_are_json(t: TestApp) {
     let r = t.http.get(format!("{}/healthz", t.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = t.http.get(format!("{}/readyz", t.base)).send().await.unwrap();
@@ -450,3 +439,35 @@ async fn health_and_errors_are_json() {
     let (s, b) = t.post("/api/v1/nope", json!({})).await;
     assert_eq!((s, b["error"].as_str()), (404, Some("not_found")));
 }
+
+/// Every flow above runs against the builtin directory and against a real OpenLDAP slapd.
+macro_rules! on_every_directory {
+    ($($name:ident),* $(,)?) => {
+        mod builtin {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::harness::spawn().await).await
+                }
+            )*
+        }
+        mod ldap {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::harness::spawn_ldap().await).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_directory!(
+    reset_through_the_api_end_to_end,
+    a_reset_also_unlocks_and_unlock_works_without_reset,
+    change_password_through_the_api,
+    register_verify_and_remove_an_alternate_email,
+    hr_import_gives_new_hires_their_first_password,
+    audit_export_in_csv_and_jsonl,
+    health_and_errors_are_json,
+);

@@ -3,14 +3,25 @@ use gatehouse::Application;
 use gatehouse_core::secret::Password;
 use gatehouse_core::service::NewUser;
 use gatehouse_core::types::{Email, Login};
-use gatehouse_testkit::{CapturedMail, SmtpSink};
+use gatehouse_testkit::{CapturedMail, LdapUser, Slapd, SmtpSink};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 pub const PUBLIC_URL: &str = "https://sspr.example.test";
 pub const MAIL_WAIT: Duration = Duration::from_secs(15);
 
+/// Where the accounts live.
+pub enum Backend {
+    Builtin,
+    /// A real slapd; this test's users are in their own OU, which is the configured base DN.
+    Ldap {
+        slapd: &'static Slapd,
+        ou: String,
+    },
+}
+
 pub struct TestApp {
+    pub backend: Backend,
     pub app: Option<Application>,
     pub base: String,
     pub http: reqwest::Client,
@@ -23,6 +34,36 @@ pub async fn spawn() -> TestApp {
 }
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
+    spawn_on(Backend::Builtin, tweak).await
+}
+
+/// The application with `kind = "ldap"` on the shared slapd, in an OU of the test's own.
+pub async fn spawn_ldap() -> TestApp {
+    let slapd = Slapd::shared()
+        .await
+        .expect("slapd (apt-get install -y slapd ldap-utils)");
+    let ou = slapd.fresh_ou().await.expect("ou");
+    let backend = Backend::Ldap {
+        slapd,
+        ou: ou.clone(),
+    };
+    spawn_on(backend, |raw| ldap_config(raw, &slapd.url(), &ou)).await
+}
+
+/// Points `raw` at a test slapd, bound as the password-administrator service account.
+pub fn ldap_config(raw: &mut RawConfig, url: &str, base_dn: &str) {
+    let d = &mut raw.directory;
+    d.kind = "ldap".into();
+    d.url = url.into();
+    d.bind_dn = Slapd::SERVICE_DN.into();
+    d.bind_password = Some(Slapd::SERVICE_PW.into());
+    d.base_dn = base_dn.into();
+    d.policy_dn = Some(Slapd::POLICY_DN.into());
+    d.attributes.personal_email = Some(Slapd::PERSONAL_EMAIL_ATTR.into());
+    d.sync_interval_minutes = 0;
+}
+
+pub async fn spawn_on(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
     gatehouse_testkit::init_test_tracing();
     let sink = SmtpSink::start().await.expect("smtp sink");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -43,6 +84,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
         .build()
         .expect("client");
     TestApp {
+        backend,
         app: Some(app),
         base,
         http,
@@ -56,7 +98,51 @@ impl TestApp {
         &self.app.as_ref().expect("running").core
     }
 
+    pub fn is_ldap(&self) -> bool {
+        matches!(self.backend, Backend::Ldap { .. })
+    }
+
+    /// Creates the account in an LDAP directory (no password); the builtin one needs nothing here.
+    pub async fn directory_account(&self, login: &str) {
+        if let Backend::Ldap { slapd, ou } = &self.backend {
+            let mail = format!("{login}@corp.example");
+            let user = LdapUser {
+                uid: login,
+                mail: Some(&mail),
+                ..Default::default()
+            };
+            slapd.add_user(ou, &user).await.expect("ldap user");
+        }
+    }
+
+    /// Locks the account the way the directory does: the builtin lock, or three wrong binds
+    /// (ppolicy `pwdMaxFailure 3`).
+    pub async fn lock(&self, login: &Login) {
+        match &self.backend {
+            Backend::Builtin => self.core().builtin.lock(login).await.expect("lock"),
+            Backend::Ldap { slapd, ou } => {
+                let dn = format!("uid={},{ou}", login.as_str());
+                for i in 0..3 {
+                    let ok = slapd.can_bind(&dn, &format!("wrong-{i}")).await.expect("bind");
+                    assert!(!ok);
+                }
+                let locked = slapd.read(&dn, &["pwdAccountLockedTime"]).await.expect("read");
+                assert!(!locked.is_empty(), "{login:?} should be locked");
+            }
+        }
+    }
+
     pub async fn add_user(&self, login: &str, password: Option<&str>, alternate: Option<&str>) {
+        if let Backend::Ldap { slapd, ou } = &self.backend {
+            let mail = format!("{login}@corp.example");
+            let user = LdapUser {
+                uid: login,
+                password,
+                mail: Some(&mail),
+                ..Default::default()
+            };
+            slapd.add_user(ou, &user).await.expect("ldap user");
+        }
         let user = NewUser {
             login: Login::parse(login).unwrap(),
             display_name: format!("{login} Example"),

@@ -4,4 +4,5 @@
 mod api_flows;
 mod browser;
 mod harness;
+mod ldap;
 mod properties;
