@@ -144,7 +144,29 @@ pub struct ImportOutcome {
 pub struct Readiness {
     pub store: Result<(), String>,
     pub directory: Result<(), String>,
+    /// The directory's self-test (cached for a minute): connection and service-account rights.
+    pub rights: Vec<RightCheck>,
 }
+
+impl Readiness {
+    /// Rights the service cannot work without; the other checks inform.
+    pub const REQUIRED: [&'static str; 4] = ["connect", "bind", "reset_password", "unlock"];
+
+    pub fn ready(&self) -> bool {
+        self.store.is_ok()
+            && self.directory.is_ok()
+            && self
+                .rights
+                .iter()
+                .all(|c| c.ok || !Self::REQUIRED.contains(&c.right.as_str()))
+    }
+}
+
+/// A directory self-test result and when it was taken.
+type CachedRights = (OffsetDateTime, Vec<RightCheck>);
+
+/// How long a directory self-test result feeds `/readyz`.
+const RIGHTS_TTL: Duration = Duration::minutes(1);
 
 const DECOY_PROVIDERS: [(&str, &str); 8] = [
     ("gmail", "com"),
@@ -178,6 +200,7 @@ pub struct Gatehouse {
     rng: Arc<dyn SecureRng>,
     settings: Arc<Settings>,
     key: InstanceKey,
+    rights: Arc<std::sync::Mutex<Option<CachedRights>>>,
 }
 
 impl Gatehouse {
@@ -198,6 +221,7 @@ impl Gatehouse {
             rng,
             settings: Arc::new(settings),
             key,
+            rights: Arc::default(),
         })
     }
 
@@ -1003,9 +1027,30 @@ impl Gatehouse {
     }
 
     pub async fn readiness(&self) -> Readiness {
+        let store = self.store.health().await.map_err(|e| e.to_string());
+        let directory = self.directory.health().await.map_err(|e| e.to_string());
+        let now = self.clock.now();
+        let cached = self
+            .rights
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|(at, _)| now < *at + RIGHTS_TTL && directory.is_ok());
+        let rights = match cached {
+            Some((_, r)) => r,
+            None if directory.is_ok() => {
+                let r = self.directory.self_test(None).await;
+                if let Ok(mut c) = self.rights.lock() {
+                    *c = Some((now, r.clone()));
+                }
+                r
+            }
+            None => vec![],
+        };
         Readiness {
-            store: self.store.health().await.map_err(|e| e.to_string()),
-            directory: self.directory.health().await.map_err(|e| e.to_string()),
+            store,
+            directory,
+            rights,
         }
     }
 }

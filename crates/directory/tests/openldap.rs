@@ -462,7 +462,14 @@ async fn self_test_names_each_right() {
     let names: Vec<&str> = checks.iter().map(|c| c.right.as_str()).collect();
     assert_eq!(
         names,
-        ["bind", "find_user", "read_policy", "reset_password", "unlock"]
+        [
+            "bind",
+            "find_user",
+            "read_policy",
+            "reset_password",
+            "unlock",
+            "reset_flag"
+        ]
     );
 
     let weak = directory(settings(slapd, &ou, (Slapd::READONLY_DN, Slapd::READONLY_PW)));
@@ -472,7 +479,7 @@ async fn self_test_names_each_right() {
         .filter(|c| !c.ok)
         .map(|c| c.right.as_str())
         .collect();
-    assert_eq!(missing, ["reset_password", "unlock"], "{checks:#?}");
+    assert_eq!(missing, ["reset_password", "unlock", "reset_flag"], "{checks:#?}");
     assert!(checks
         .iter()
         .any(|c| c.detail.contains("may not write userPassword")));

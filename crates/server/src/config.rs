@@ -414,6 +414,11 @@ fn ldap_settings(d: &DirectorySection) -> anyhow::Result<DirectoryKind> {
              directory.starttls = true, or (only on a trusted network) directory.allow_insecure = true"
         );
     }
+    if d.tls_ca_file.is_some() && d.tls_insecure_skip_verify {
+        bail!(
+            "directory.tls_insecure_skip_verify: cannot be combined with directory.tls_ca_file; remove one"
+        );
+    }
     if let Some(ca) = &d.tls_ca_file {
         if !ca.is_file() {
             bail!("directory.tls_ca_file: {} does not exist", ca.display());

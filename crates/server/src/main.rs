@@ -231,7 +231,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut pw = String::new();
             std::io::stdin().read_to_string(&mut pw)?;
             let pw = Password::new(pw.trim_end_matches(['\n', '\r']).to_owned());
-            core.app.helpdesk_reset(&login, &pw, must_change).await?;
+            if let Err(e) = core.app.helpdesk_reset(&login, &pw, must_change).await {
+                if let gatehouse_core::ServiceError::PasswordRejected(v) = &e {
+                    for v in v {
+                        eprintln!("  {}: {}", v.rule, v.message);
+                    }
+                }
+                return Err(e.into());
+            }
             println!(
                 "password of {login} set{}",
                 if must_change {

@@ -231,6 +231,7 @@ fn flow_view_page(s: &AppState, headers: &HeaderMap, v: &FlowView, x: FlowExtras
             FlowKind::Unlock => "Unlock my account",
         },
         step: v.step.as_str(),
+        unlock_available: v.unlock_available,
         required: v.required,
         verified: v.verified,
         methods,
@@ -719,7 +720,13 @@ pub async fn healthz() -> impl IntoResponse {
 
 pub async fn readyz(State(s): State<AppState>) -> Response {
     let r = s.app.readiness().await;
-    let ok = r.store.is_ok() && r.directory.is_ok();
+    let ok = r.ready();
+    for c in r.rights.iter().filter(|c| !c.ok) {
+        tracing::warn!(right = %c.right, detail = %c.detail, "readiness: directory self-test");
+    }
+    // Names and verdicts only: the details (DNs, texts) are for `gatehouse directory test`.
+    let rights: serde_json::Map<String, serde_json::Value> =
+        r.rights.iter().map(|c| (c.right.clone(), json!(c.ok))).collect();
     let word = |x: &Result<(), String>| if x.is_ok() { "ok" } else { "unavailable" };
     if let Err(e) = &r.store {
         tracing::warn!(error = %e, "readiness: store");
@@ -732,7 +739,7 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({"status": if ok {"ok"} else {"unavailable"}, "store": word(&r.store), "directory": word(&r.directory)})))
+    (status, axum::Json(json!({"status": if ok {"ok"} else {"unavailable"}, "store": word(&r.store), "directory": word(&r.directory), "rights": rights})))
         .into_response()
 }
 

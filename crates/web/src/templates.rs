@@ -32,6 +32,7 @@ pub struct FlowPage {
     pub csrf: String,
     pub title: &'static str,
     pub step: &'static str,
+    pub unlock_available: bool,
     pub required: u8,
     pub verified: u8,
     pub methods: Vec<MethodItem>,

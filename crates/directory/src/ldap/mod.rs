@@ -655,6 +655,16 @@ impl LdapDirectory {
     /// The self-service reset with the directory's policy applied (see the module docs).
     async fn enforced_reset(&self, entry: &UserEntry, new: &Password) -> Result<(), DirectoryError> {
         let policy = entry.policy.as_ref();
+        // What can be checked without writing is checked first: a refusal in the second step of
+        // `UserChange` would leave the temporary password in place.
+        if let Some(min) = policy.and_then(|p| p.min_length) {
+            if new.expose_secret().chars().count() < min as usize {
+                return Err(DirectoryError::Rejected(vec![ppolicy::violation(
+                    PolicyError::PasswordTooShort,
+                    policy,
+                )]));
+            }
+        }
         self.check_history(&entry.dn, new, policy).await?;
         match self.settings.policy_enforcement {
             PolicyEnforcement::ServiceAccount => {
@@ -684,25 +694,72 @@ impl LdapDirectory {
 
     /// After a direct reset: no "must change" for a self-service reset, and no lockout.
     async fn clear_after_reset(&self, entry: &UserEntry, must_change: bool) -> Result<(), DirectoryError> {
-        let mut mods = vec![("pwdReset", if must_change { Some("TRUE") } else { None })];
-        if entry.account.locked {
-            mods.push(("pwdAccountLockedTime", None));
-        }
-        match self.service_modify(&entry.dn, mods).await {
-            // A service account without manage cannot touch pwdReset; the write itself did not set it.
-            Err(DirectoryError::InsufficientRights(m)) if !must_change && !entry.account.locked => {
+        let flag = if must_change { Some("TRUE") } else { None };
+        match self.service_modify(&entry.dn, vec![("pwdReset", flag)]).await {
+            // A service account that may not touch pwdReset is not a password administrator, and
+            // its write did not set it: nothing to clear.
+            Err(DirectoryError::InsufficientRights(m)) if !must_change => {
                 tracing::debug!(detail = %m, "pwdReset not writable");
-                Ok(())
             }
-            other => other,
+            other => other?,
         }
+        if entry.account.locked {
+            if let Err(e) = self
+                .service_modify(&entry.dn, vec![("pwdAccountLockedTime", None)])
+                .await
+            {
+                // slapd lifts the lock on a password write by itself; only a lock that stayed is an error.
+                let still = self.find_entry(&entry.account.login).await?;
+                if still.is_some_and(|s| s.account.locked) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A user to run the rights probes on: the first of a few in scope that is neither locked nor
+    /// marked "must change" (the probes must not alter anyone), else the first.
+    async fn sample_entry(&self) -> Result<Option<UserEntry>, DirectoryError> {
+        const SAMPLE: i32 = 20;
+        let (base, filter) = (self.settings.base_dn.clone(), self.settings.user_filter.clone());
+        let attrs = self.settings.login_attributes.clone();
+        let found: Vec<SearchEntry> = self
+            .pool
+            .run(|mut l| {
+                let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
+                async move {
+                    let res = l
+                        .with_search_options(ldap3::SearchOptions::new().sizelimit(SAMPLE))
+                        .search(&base, Scope::Subtree, &filter, attrs)
+                        .await?;
+                    // 4 = size limit exceeded: the first entries are what we asked for.
+                    let (entries, _) = if res.1.rc == 4 {
+                        (res.0, res.1)
+                    } else {
+                        res.success()?
+                    };
+                    Ok(entries.into_iter().map(SearchEntry::construct).collect())
+                }
+            })
+            .await?;
+        let mut first_found = None;
+        for login in found.iter().filter_map(|e| self.login_of(e)) {
+            if let Some(entry) = self.find_entry(&login).await? {
+                if !entry.account.locked && !entry.account.must_change {
+                    return Ok(Some(entry));
+                }
+                first_found.get_or_insert(entry);
+            }
+        }
+        Ok(first_found)
     }
 
     /// Runs the sample-user checks of the self-test.
     async fn rights_on(&self, entry: &UserEntry, out: &mut Vec<RightCheck>) {
         // A delete of a value the entry does not have: the server checks the right first, then
         // answers "no such attribute" without changing anything.
-        let probes: [(&str, &'static str, &'static str); 2] = [
+        let probes: [(&str, &'static str, &'static str); 3] = [
             (
                 "reset_password",
                 "userPassword",
@@ -713,6 +770,11 @@ impl LdapDirectory {
                 "pwdAccountLockedTime",
                 "delete pwdAccountLockedTime (unlock accounts)",
             ),
+            (
+                "reset_flag",
+                "pwdReset",
+                "write pwdReset (clear or set \"must change\" after a reset)",
+            ),
         ];
         for (right, attr, words) in probes {
             let dn = entry.dn.clone();
@@ -721,11 +783,14 @@ impl LdapDirectory {
             } else {
                 None
             };
-            if attr == "pwdAccountLockedTime" && entry.account.locked {
+            if (attr == "pwdAccountLockedTime" && entry.account.locked)
+                || (attr == "pwdReset" && entry.account.must_change)
+            {
                 out.push(RightCheck::missing(
                     right,
                     format!(
-                        "not tested: the sample user {} is locked (the probe could unlock it)",
+                        "not tested: the probe could change the sample user {}; test with another one \
+                         (--user)",
                         entry.dn
                     ),
                 ));
@@ -892,16 +957,7 @@ impl Directory for LdapDirectory {
         ));
         let entry = match sample {
             Some(login) => self.find_entry(login).await,
-            None => {
-                let filter = self.settings.user_filter.clone();
-                match self.search_users(filter).await {
-                    Ok(found) => match found.iter().find_map(|e| self.login_of(e)) {
-                        Some(login) => self.find_entry(&login).await,
-                        None => Ok(None),
-                    },
-                    Err(e) => Err(e),
-                }
-            }
+            None => self.sample_entry().await,
         };
         match entry {
             Ok(Some(e)) => {

@@ -77,6 +77,16 @@ async fn a_locked_user_who_starts_a_reset_may_unlock_only() {
     t.add_user("luke", Some("Luke-Keeps-This-1"), Some("luke.home@example.net"))
         .await;
     t.lock(&Login::parse("luke").unwrap()).await;
+    // The self-test feeding /readyz picks a sample user it cannot disturb (not luke, who is locked).
+    t.add_user("rhea", Some("Rhea-Original-1"), None).await;
+    let r = t.http.get(format!("{}/readyz", t.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["rights"],
+        json!({"bind": true, "find_user": true, "read_policy": true, "reset_password": true, "unlock": true, "reset_flag": true}),
+        "{body}"
+    );
     let (flow, b) = verified_flow(&t, "reset", "luke", "luke.home@example.net").await;
     assert_eq!(
         b,
