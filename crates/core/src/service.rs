@@ -729,12 +729,21 @@ impl Gatehouse {
     ) -> Result<Method, ServiceError> {
         let kind = MethodKind::parse(kind)?;
         let address = Email::parse(address)?;
-        let existing = self.store.methods(&ctx.login).await?;
-        if existing
+        let mut existing = self.store.methods(&ctx.login).await?;
+        if let Some(m) = existing
             .iter()
-            .any(|m| m.address.as_str().eq_ignore_ascii_case(address.as_str()))
+            .find(|m| m.address.as_str().eq_ignore_ascii_case(address.as_str()))
         {
-            return Err(ParseError::new("address", "this address is already registered").into());
+            if m.verified {
+                return Err(ParseError::new("address", "this address is already registered").into());
+            }
+            // Not verified yet (a directory candidate, or a code that never arrived): start over with a
+            // fresh code.
+            self.store
+                .remove_method(&ctx.login, &m.id, Changes::default())
+                .await?;
+            let id = m.id.clone();
+            existing.retain(|x| x.id != id);
         }
         if existing.len() >= self.settings.max_methods {
             return Err(ParseError::new(
@@ -863,6 +872,15 @@ impl Gatehouse {
         };
         let account_created = match self.directory.provision(&spec).await {
             Ok(created) => created,
+            Err(DirectoryError::Unsupported(_)) if user.password.is_some() => return Err(ParseError::new(
+                "password",
+                format!(
+                    "the {} directory holds its own accounts; set a password with `gatehouse users reset` \
+                         or let the user choose one through the reset flow",
+                    self.directory.name()
+                ),
+            )
+            .into()),
             Err(DirectoryError::Unsupported(_)) => false,
             Err(e) => return Err(e.into()),
         };

@@ -711,6 +711,50 @@ mod tests {
         assert_eq!(check(|_| {}), "");
     }
 
+    fn ldap(r: &mut RawConfig) {
+        r.directory.kind = "ldap".into();
+        r.directory.url = "ldap://127.0.0.1:389".into();
+        r.directory.bind_dn = "cn=sspr,ou=services,dc=example,dc=org".into();
+        r.directory.bind_password = Some("secret".into());
+        r.directory.base_dn = "ou=people,dc=example,dc=org".into();
+    }
+
+    #[test]
+    fn ldap_settings_are_checked_and_secure_transports_pass() {
+        assert_eq!(check(ldap), "");
+        assert_eq!(
+            check(|r| {
+                ldap(r);
+                r.directory.url = "ldap://ldap.example.org".into();
+                r.directory.starttls = true;
+            }),
+            ""
+        );
+        assert_eq!(
+            check(|r| {
+                ldap(r);
+                r.directory.url = "ldaps://ldap.example.org".into();
+            }),
+            ""
+        );
+        assert_eq!(
+            check(|r| {
+                ldap(r);
+                r.directory.url = "ldap://ldap.example.org".into();
+                r.directory.allow_insecure = true;
+            }),
+            ""
+        );
+        let mut raw = RawConfig::default();
+        ldap(&mut raw);
+        let shown = raw.redacted_toml();
+        assert!(
+            !shown.contains("secret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!format!("{:?}", raw.directory).contains("secret"));
+    }
+
     #[test]
     fn errors_name_the_key_and_the_fix() {
         type Tweak = Box<dyn FnOnce(&mut RawConfig)>;
@@ -729,6 +773,71 @@ mod tests {
             ),
             (Box::new(|r| r.store.url = "postgres://x".into()), "store.url"),
             (Box::new(|r| r.directory.kind = "nis".into()), "directory.kind"),
+            (Box::new(|r| r.directory.kind = "ldap".into()), "directory.url"),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.url = "ldap://ldap.example.org".into();
+                }),
+                "directory.url: plain ldap://",
+            ),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.url = "http://ldap.example.org".into();
+                }),
+                "directory.url",
+            ),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.bind_password = None;
+                }),
+                "directory.bind_password_file",
+            ),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.base_dn = " ".into();
+                }),
+                "directory.base_dn",
+            ),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.user_filter = "objectClass=person".into();
+                }),
+                "directory.user_filter",
+            ),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.login_attributes = vec![];
+                }),
+                "directory.login_attributes",
+            ),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.groups.lookup = "nested".into();
+                }),
+                "directory.groups.lookup",
+            ),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.policy_enforcement = "trust".into();
+                }),
+                "directory.policy_enforcement",
+            ),
+            (
+                Box::new(|r| {
+                    ldap(r);
+                    r.directory.tls_insecure_skip_verify = true;
+                    r.directory.tls_ca_file = Some("/etc/hostname".into());
+                }),
+                "directory.tls_insecure_skip_verify",
+            ),
             (
                 Box::new(|r| r.mail.smtp_url = "smtp://mail.example.org:25".into()),
                 "without TLS",

@@ -289,3 +289,67 @@ async fn must_change_then_change_through_the_api() {
     assert!(!account.must_change);
     assert_eq!(t.sign_in("quinn", "Own-Choice-Pass-2").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_synced_contact_counts_once_the_user_verifies_it() {
+    let t = spawn_ldap().await;
+    let Backend::Ldap { slapd, ou } = &t.backend else {
+        unreachable!()
+    };
+    slapd
+        .add_user(
+            ou,
+            &LdapUser {
+                uid: "sync",
+                password: Some("Initial-Pass-1"),
+                mail: Some("sync@corp.example"),
+                personal_email: Some("sync.home@example.net"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let r = t.core().app.sync_directory(false).await.unwrap();
+    assert_eq!(r.read, 1);
+    // Untrusted until verified: a reset flow gets a decoy, like a user with no method.
+    let (_, _, body) = t.start("reset", "sync").await;
+    assert_ne!(body["methods"][0]["hint"], "s•••@e•••.net");
+
+    let (s, b) = t.sign_in("sync", "Initial-Pass-1").await;
+    assert_eq!(s, 200, "{b}");
+    let token = b["token"].as_str().unwrap().to_owned();
+    let (_, b) = t
+        .authed(reqwest::Method::GET, "/api/v1/me/methods", &token, None)
+        .await;
+    assert_eq!(b["methods"][0]["verified"], false, "{b}");
+    let (s, b) = t
+        .authed(
+            reqwest::Method::POST,
+            "/api/v1/me/methods",
+            &token,
+            Some(json!({"type": "email", "address": "sync.home@example.net"})),
+        )
+        .await;
+    assert_eq!(s, 201, "re-adding an unverified candidate sends a code: {b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let mail = t
+        .sink
+        .wait_for_message_to("sync.home@example.net", crate::harness::MAIL_WAIT)
+        .await
+        .unwrap();
+    let code = crate::harness::code_in(&mail);
+    let path = format!("/api/v1/me/methods/{id}/verify");
+    let (s, _) = t
+        .authed(reqwest::Method::POST, &path, &token, Some(json!({"code": code})))
+        .await;
+    assert_eq!(s, 200);
+    // A later sync keeps the verified method (no second candidate).
+    t.core().app.sync_directory(true).await.unwrap();
+    let (_, b) = t
+        .authed(reqwest::Method::GET, "/api/v1/me/methods", &token, None)
+        .await;
+    assert_eq!(b["methods"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["methods"][0]["verified"], true);
+    let (_, _, body) = t.start("reset", "sync").await;
+    assert_eq!(body["methods"][0]["hint"], "s•••@e•••.net");
+}
