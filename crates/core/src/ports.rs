@@ -142,6 +142,8 @@ pub trait Directory: Send + Sync {
 pub struct RightCheck {
     pub right: String,
     pub ok: bool,
+    /// False when the check could not run safely (it then says why); it does not fail readiness.
+    pub tested: bool,
     pub detail: String,
 }
 
@@ -150,6 +152,7 @@ impl RightCheck {
         Self {
             right: right.into(),
             ok: true,
+            tested: true,
             detail: detail.into(),
         }
     }
@@ -157,7 +160,14 @@ impl RightCheck {
         Self {
             right: right.into(),
             ok: false,
+            tested: true,
             detail: detail.into(),
+        }
+    }
+    pub fn untested(right: &str, detail: impl Into<String>) -> Self {
+        Self {
+            tested: false,
+            ..Self::missing(right, detail)
         }
     }
 }

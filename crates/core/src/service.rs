@@ -144,7 +144,7 @@ pub struct ImportOutcome {
 pub struct Readiness {
     pub store: Result<(), String>,
     pub directory: Result<(), String>,
-    /// The directory's self-test (cached for a minute): connection and service-account rights.
+    /// The directory's self-test (cached for five minutes): connection and service-account rights.
     pub rights: Vec<RightCheck>,
 }
 
@@ -158,7 +158,7 @@ impl Readiness {
             && self
                 .rights
                 .iter()
-                .all(|c| c.ok || !Self::REQUIRED.contains(&c.right.as_str()))
+                .all(|c| c.ok || !c.tested || !Self::REQUIRED.contains(&c.right.as_str()))
     }
 }
 
@@ -166,7 +166,7 @@ impl Readiness {
 type CachedRights = (OffsetDateTime, Vec<RightCheck>);
 
 /// How long a directory self-test result feeds `/readyz`.
-const RIGHTS_TTL: Duration = Duration::minutes(1);
+const RIGHTS_TTL: Duration = Duration::minutes(5);
 
 const DECOY_PROVIDERS: [(&str, &str); 8] = [
     ("gmail", "com"),
@@ -872,15 +872,17 @@ impl Gatehouse {
         };
         let account_created = match self.directory.provision(&spec).await {
             Ok(created) => created,
-            Err(DirectoryError::Unsupported(_)) if user.password.is_some() => return Err(ParseError::new(
-                "password",
-                format!(
+            Err(DirectoryError::Unsupported(_)) if user.password.is_some() => {
+                return Err(ParseError::new(
+                    "password",
+                    format!(
                     "the {} directory holds its own accounts; set a password with `gatehouse users reset` \
                          or let the user choose one through the reset flow",
                     self.directory.name()
                 ),
-            )
-            .into()),
+                )
+                .into())
+            }
             Err(DirectoryError::Unsupported(_)) => false,
             Err(e) => return Err(e.into()),
         };

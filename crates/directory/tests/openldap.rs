@@ -214,7 +214,7 @@ async fn a_write_only_service_account_gets_the_directory_checks_on_direct_resets
 }
 
 #[tokio::test]
-async fn unlock_after_a_real_lockout_and_reset_also_unlocks() {
+async fn unlock_after_a_real_lockout_and_only_the_right_password_hears_locked() {
     let (slapd, _, dn, dir) = setup("lou", "Initial-Lou-1").await;
     for i in 0..3 {
         let e = dir
@@ -234,6 +234,27 @@ async fn unlock_after_a_real_lockout_and_reset_also_unlocks() {
         "the ppolicy control tells a locked account apart"
     );
     assert!(dir.find_account(&login("lou")).await.unwrap().unwrap().locked);
+
+    // slapd says "locked" to any password; only the right one hears it.
+    let e = dir
+        .authenticate(&login("lou"), &pw("a-wrong-guess"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        DirectoryError::InvalidCredentials,
+        "no signal for a wrong password"
+    );
+    let e = dir
+        .change_password(&login("lou"), &pw("a-wrong-guess"), &pw("Whatever-New-9"))
+        .await
+        .unwrap_err();
+    assert_eq!(e, DirectoryError::InvalidCredentials);
+    let e = dir
+        .change_password(&login("lou"), &pw("Initial-Lou-1"), &pw("Whatever-New-9"))
+        .await
+        .unwrap_err();
+    assert_eq!(e, DirectoryError::Locked);
 
     dir.unlock(&login("lou")).await.unwrap();
     assert_eq!(attr(slapd, &dn, "pwdAccountLockedTime").await, None);
@@ -665,4 +686,29 @@ mod sync {
         let r = app.sync_directory(true).await.unwrap();
         assert_eq!((r.read, r.disabled), (3, 0));
     }
+}
+
+#[tokio::test]
+async fn a_login_matching_several_entries_is_refused() {
+    let (slapd, ou, _, dir) = setup("twin", "Initial-Twin-1").await;
+    // Another entry whose mail is the first one's uid typed as a login.
+    slapd
+        .add_user(
+            &ou,
+            &LdapUser {
+                uid: "other",
+                password: Some("Initial-Other-1"),
+                mail: Some("twin"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(dir.find_account(&login("twin")).await.unwrap().is_none());
+    assert_eq!(
+        dir.authenticate(&login("twin"), &pw("Initial-Twin-1"))
+            .await
+            .unwrap_err(),
+        DirectoryError::InvalidCredentials
+    );
 }

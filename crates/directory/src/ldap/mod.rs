@@ -641,6 +641,37 @@ impl LdapDirectory {
         Ok(())
     }
 
+    /// slapd answers "account locked" to any password, right or wrong. Telling the user "locked" is
+    /// only fair when they proved the password, or anyone could probe for locked accounts; so the
+    /// answer is checked against the stored hash (when the service account may read it).
+    async fn locked_or_invalid(&self, dn: &str, password: &Password) -> DirectoryError {
+        let dn = dn.to_owned();
+        let read = self
+            .pool
+            .run(|mut l| {
+                let dn = dn.clone();
+                async move {
+                    let (rs, _) = l
+                        .search(&dn, Scope::Base, "(objectClass=*)", vec!["userPassword"])
+                        .await?
+                        .success()?;
+                    Ok(rs.into_iter().next().map(SearchEntry::construct))
+                }
+            })
+            .await;
+        let proven = match read {
+            Ok(Some(entry)) => all(&entry, "userPassword")
+                .iter()
+                .any(|h| hashes::matches(h, password.expose_secret()) == Some(true)),
+            _ => false,
+        };
+        if proven {
+            DirectoryError::Locked
+        } else {
+            DirectoryError::InvalidCredentials
+        }
+    }
+
     /// A random password that satisfies any sane quality policy; it lives for one request.
     fn temporary_password(&self) -> Password {
         const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
@@ -786,7 +817,7 @@ impl LdapDirectory {
             if (attr == "pwdAccountLockedTime" && entry.account.locked)
                 || (attr == "pwdReset" && entry.account.must_change)
             {
-                out.push(RightCheck::missing(
+                out.push(RightCheck::untested(
                     right,
                     format!(
                         "not tested: the probe could change the sample user {}; test with another one \
@@ -847,7 +878,10 @@ impl Directory for LdapDirectory {
         let _ = ldap.unbind().await;
         match res.rc {
             0 => Ok(entry.account),
-            _ => Err(map_result(&res, entry.policy.as_ref())),
+            _ => match map_result(&res, entry.policy.as_ref()) {
+                DirectoryError::Locked => Err(self.locked_or_invalid(&entry.dn, password).await),
+                other => Err(other),
+            },
         }
     }
 
@@ -889,6 +923,7 @@ impl Directory for LdapDirectory {
                     // ppolicy reports "expired" only after the password itself was right: the user has
                     // proven it, and may set a new one under the directory's rules.
                     DirectoryError::PasswordExpired => self.enforced_reset(&entry, new).await,
+                    DirectoryError::Locked => Err(self.locked_or_invalid(&entry.dn, old).await),
                     other => Err(other),
                 }
             }
