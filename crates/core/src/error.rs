@@ -22,6 +22,8 @@ pub enum ServiceError {
     AccountLocked,
     #[error("password expired")]
     PasswordExpired,
+    #[error("account restricted: {0}")]
+    AccountRestricted(String),
     #[error("not signed in")]
     Unauthorized,
     #[error("not found")]
@@ -51,6 +53,7 @@ impl ServiceError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::AccountLocked => "account_locked",
             Self::PasswordExpired => "password_expired",
+            Self::AccountRestricted(_) => "account_restricted",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
             Self::DirectoryUnavailable(_) => "directory_unavailable",
@@ -83,6 +86,7 @@ impl ServiceError {
                  current password."
                     .into()
             }
+            Self::AccountRestricted(why) => why.clone(),
             Self::Unauthorized => "Please sign in.".into(),
             Self::NotFound => "Not found.".into(),
             Self::DirectoryUnavailable(_) => {
@@ -107,6 +111,7 @@ impl From<DirectoryError> for ServiceError {
             DirectoryError::Rejected(v) => Self::PasswordRejected(v),
             DirectoryError::Locked => Self::AccountLocked,
             DirectoryError::PasswordExpired => Self::PasswordExpired,
+            DirectoryError::Restricted(why) => Self::AccountRestricted(why),
             DirectoryError::InsufficientRights(m) => Self::Internal(format!("service account: {m}")),
             DirectoryError::Unsupported(m) => Self::Internal(m.into()),
             DirectoryError::Other(m) => Self::Internal(m),

@@ -45,6 +45,9 @@ pub struct Account {
     pub expired: bool,
     /// Grace logins left after expiry, when the directory allows them.
     pub grace_logins_left: Option<u32>,
+    /// A protected account (AD `adminCount=1`, or a member of a configured privileged group): it gets
+    /// the privileged policy (at least two methods).
+    pub privileged: bool,
 }
 
 /// What to create in a directory that can hold accounts (the builtin one).
@@ -72,6 +75,10 @@ pub enum DirectoryError {
     /// The password was right but has expired; the user may only change it.
     #[error("the password has expired")]
     PasswordExpired,
+    /// The directory refuses this sign-in for a reason the user should hear (AD: outside logon
+    /// hours, not from this workstation, account expired); the text says it in plain words.
+    #[error("sign-in restricted: {0}")]
+    Restricted(String),
     /// The service account lacks a right it needs (names the right and the entry).
     #[error("the service account may not do this: {0}")]
     InsufficientRights(String),

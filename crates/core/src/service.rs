@@ -304,7 +304,13 @@ impl Gatehouse {
             .into_iter()
             .filter(|m| m.verified)
             .collect();
-        let required = self.settings.methods_required.max(1);
+        // Protected accounts get the privileged policy: at least two methods.
+        let privileged = account.as_ref().is_some_and(|a| a.privileged);
+        let required = if privileged {
+            self.settings.methods_required.max(2)
+        } else {
+            self.settings.methods_required.max(1)
+        };
         let reason = match &account {
             None => Some("unknown_account"),
             Some(a) if a.disabled || left_scope => Some("account_disabled"),

@@ -153,6 +153,7 @@ impl BuiltinDirectory {
                 must_change: false,
                 expired: false,
                 grace_logins_left: None,
+                privileged: false,
             },
             hash,
             failed: r.try_get("failed_logins").map_err(get_err)?,

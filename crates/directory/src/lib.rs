@@ -4,6 +4,7 @@
 //! (OpenLDAP with ppolicy, and other RFC 4519 servers).
 #![forbid(unsafe_code)]
 
+pub mod ad;
 pub mod builtin;
 pub mod ldap;
 

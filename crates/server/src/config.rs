@@ -121,6 +121,10 @@ pub struct DirectorySection {
     pub password_write: String,
     pub trust_contacts: bool,
     pub sync_interval_minutes: u64,
+    /// Active Directory: groups whose members are protected accounts (besides `adminCount=1`).
+    pub privileged_groups: Vec<String>,
+    /// Active Directory: protected accounts get no self-service at all.
+    pub exclude_privileged: bool,
     pub attributes: AttributeSection,
     pub groups: GroupSection,
 }
@@ -163,6 +167,8 @@ impl Default for DirectorySection {
             password_write: "exop".into(),
             trust_contacts: false,
             sync_interval_minutes: 15,
+            privileged_groups: vec![],
+            exclude_privileged: false,
             attributes: AttributeSection::default(),
             groups: GroupSection::default(),
         }
@@ -352,6 +358,19 @@ pub enum DirectoryKind {
         settings: Box<gatehouse_directory::ldap::LdapSettings>,
         sync_interval: Option<std::time::Duration>,
     },
+    Ad {
+        settings: Box<gatehouse_directory::ad::AdSettings>,
+        sync_interval: Option<std::time::Duration>,
+    },
+}
+
+impl DirectoryKind {
+    pub fn sync_interval(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Builtin => None,
+            Self::Ldap { sync_interval, .. } | Self::Ad { sync_interval, .. } => *sync_interval,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -515,6 +534,48 @@ fn ldap_settings(d: &DirectorySection) -> anyhow::Result<DirectoryKind> {
     })
 }
 
+/// Active Directory: the LDAP keys with AD's defaults where the file kept the OpenLDAP ones, and
+/// TLS required (AD refuses password writes without it).
+fn ad_settings(d: &DirectorySection) -> anyhow::Result<DirectoryKind> {
+    let mut d = d.clone();
+    let ldap_defaults = DirectorySection::default();
+    if d.login_attributes == ldap_defaults.login_attributes {
+        d.login_attributes = vec!["sAMAccountName".into(), "userPrincipalName".into(), "mail".into()];
+    }
+    if d.user_filter == ldap_defaults.user_filter {
+        d.user_filter = "(&(objectCategory=person)(objectClass=user))".into();
+    }
+    if d.attributes.display_name == ldap_defaults.attributes.display_name {
+        d.attributes.display_name = "displayName".into();
+    }
+    if d.attributes.personal_email.is_none() {
+        d.attributes.personal_email = Some("otherMailbox".into());
+    }
+    let insecure = d.allow_insecure;
+    d.allow_insecure = true; // checked here instead, more strictly
+    let DirectoryKind::Ldap {
+        settings,
+        sync_interval,
+    } = ldap_settings(&d)?
+    else {
+        bail!("directory: internal error reading the LDAP keys");
+    };
+    if settings.security == gatehouse_directory::ldap::Security::None && !insecure {
+        bail!(
+            "directory.url: Active Directory accepts password writes only over TLS; use ldaps:// or set \
+             directory.starttls = true"
+        );
+    }
+    Ok(DirectoryKind::Ad {
+        settings: Box::new(gatehouse_directory::ad::AdSettings {
+            ldap: *settings,
+            privileged_groups: d.privileged_groups.clone(),
+            exclude_privileged: d.exclude_privileged,
+        }),
+        sync_interval,
+    })
+}
+
 fn is_attribute_name(a: &str) -> bool {
     !a.is_empty()
         && a.chars()
@@ -568,10 +629,8 @@ impl TryFrom<RawConfig> for Config {
         let directory = match raw.directory.kind.as_str() {
             "builtin" => DirectoryKind::Builtin,
             "ldap" => ldap_settings(&raw.directory)?,
-            other => bail!(
-                "directory.kind: \"{other}\" is not available in this version; use \"builtin\" or \"ldap\" \
-                 (\"ad\" is coming)"
-            ),
+            "ad" => ad_settings(&raw.directory)?,
+            other => bail!("directory.kind: \"{other}\" is not known; use \"builtin\", \"ldap\" or \"ad\""),
         };
         let m = &raw.mail;
         let mail_transport = match m.transport.as_str() {

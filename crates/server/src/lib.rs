@@ -11,6 +11,7 @@ use config::{Config, DirectoryKind, MailTransportKind};
 use gatehouse_core::clock::{OsRng, SystemClock};
 use gatehouse_core::ports::{Clock, Directory, SecureRng, Store};
 use gatehouse_core::Gatehouse;
+use gatehouse_directory::ad::AdDirectory;
 use gatehouse_directory::ldap::LdapDirectory;
 use gatehouse_directory::BuiltinDirectory;
 use gatehouse_notify::{DevMailbox, MailTransport, OutboxWorker, SmtpTransport};
@@ -50,6 +51,9 @@ impl Core {
             DirectoryKind::Ldap { settings, .. } => Arc::new(
                 LdapDirectory::new((**settings).clone(), clock.clone(), rng.clone())
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            DirectoryKind::Ad { settings, .. } => Arc::new(
+                AdDirectory::new((**settings).clone(), rng.clone()).map_err(|e| anyhow::anyhow!("{e}"))?,
             ),
         };
         let store_port: Arc<dyn Store> = store.clone();
@@ -92,13 +96,10 @@ impl Application {
             keep_bodies: cfg.mail_transport == MailTransportKind::DevMailbox,
         };
         let worker = tokio::spawn(worker.run(rx.clone()));
-        let sync = match &cfg.directory {
-            DirectoryKind::Ldap {
-                sync_interval: Some(every),
-                ..
-            } => Some(tokio::spawn(sync_schedule(core.app.clone(), *every, rx.clone()))),
-            _ => None,
-        };
+        let sync = cfg
+            .directory
+            .sync_interval()
+            .map(|every| tokio::spawn(sync_schedule(core.app.clone(), every, rx.clone())));
 
         let web = WebConfig {
             public_url: cfg.public_url.clone(),

@@ -19,7 +19,9 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::PasswordRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::InvalidCredentials | ServiceError::Unauthorized => StatusCode::UNAUTHORIZED,
-        ServiceError::AccountLocked | ServiceError::PasswordExpired => StatusCode::FORBIDDEN,
+        ServiceError::AccountLocked | ServiceError::PasswordExpired | ServiceError::AccountRestricted(_) => {
+            StatusCode::FORBIDDEN
+        }
         ServiceError::DirectoryUnavailable(_) | ServiceError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -8,9 +8,9 @@
 //! a password administrator); `ServiceAccount` writes directly, relying on a service account with
 //! `write` but not `manage` on `userPassword`, which ppolicy checks like anyone else.
 mod hashes;
-mod pool;
+pub(crate) mod pool;
 pub mod ppolicy;
-mod sync;
+pub(crate) mod sync;
 
 use async_trait::async_trait;
 use gatehouse_core::password::Violation;
@@ -200,7 +200,7 @@ fn violation_from_text(text: &str, policy: Option<&DirectoryPolicy>) -> Violatio
     }
 }
 
-fn first<'a>(e: &'a SearchEntry, attr: &str) -> Option<&'a str> {
+pub(crate) fn first<'a>(e: &'a SearchEntry, attr: &str) -> Option<&'a str> {
     e.attrs
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(attr))
@@ -208,7 +208,7 @@ fn first<'a>(e: &'a SearchEntry, attr: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-fn all<'a>(e: &'a SearchEntry, attr: &str) -> &'a [String] {
+pub(crate) fn all<'a>(e: &'a SearchEntry, attr: &str) -> &'a [String] {
     e.attrs
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(attr))
@@ -455,6 +455,7 @@ impl LdapDirectory {
             must_change: first(&entry, "pwdReset").is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
             expired,
             grace_logins_left,
+            privileged: false,
         };
         Ok(Some(UserEntry {
             dn: entry.dn,

@@ -9,31 +9,39 @@ use std::collections::HashMap;
 
 const PAGE: i32 = 500;
 
+pub(crate) async fn paged_on(
+    pool: &super::pool::Pool,
+    base: &str,
+    filter: String,
+    attrs: Vec<String>,
+) -> Result<Vec<SearchEntry>, DirectoryError> {
+    let base = base.to_owned();
+    pool.run(|mut l| {
+        let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
+        async move {
+            let adapters: Vec<Box<dyn Adapter<_, _>>> =
+                vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
+            let mut stream = l
+                .streaming_search_with(adapters, &base, Scope::Subtree, &filter, attrs)
+                .await?;
+            let mut out = Vec::new();
+            while let Some(entry) = stream.next().await? {
+                out.push(SearchEntry::construct(entry));
+            }
+            stream.finish().await.success()?;
+            Ok(out)
+        }
+    })
+    .await
+}
+
 async fn paged(
     dir: &LdapDirectory,
     base: &str,
     filter: String,
     attrs: Vec<String>,
 ) -> Result<Vec<SearchEntry>, DirectoryError> {
-    let base = base.to_owned();
-    dir.pool
-        .run(|mut l| {
-            let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
-            async move {
-                let adapters: Vec<Box<dyn Adapter<_, _>>> =
-                    vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE))];
-                let mut stream = l
-                    .streaming_search_with(adapters, &base, Scope::Subtree, &filter, attrs)
-                    .await?;
-                let mut out = Vec::new();
-                while let Some(entry) = stream.next().await? {
-                    out.push(SearchEntry::construct(entry));
-                }
-                stream.finish().await.success()?;
-                Ok(out)
-            }
-        })
-        .await
+    paged_on(&dir.pool, base, filter, attrs).await
 }
 
 /// Member DN → group names, from one search of the groups (for `GroupLookup::Search`).
