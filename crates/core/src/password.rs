@@ -104,6 +104,102 @@ impl PasswordPolicy {
     }
 }
 
+/// A directory's own password rules (AD domain policy or fine-grained policy, OpenLDAP ppolicy),
+/// shown before the user types and checked here first, so every reason comes at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryRules {
+    pub min_length: Option<u32>,
+    pub history: Option<u32>,
+    /// AD complexity: three of the five character categories, and neither the account name nor a
+    /// part of the display name.
+    pub complexity: bool,
+    pub min_age_secs: Option<u64>,
+}
+
+impl DirectoryRules {
+    pub fn texts(&self) -> Vec<RuleText> {
+        let mut out = Vec::new();
+        if let Some(n) = self.min_length.filter(|n| *n > 0) {
+            out.push(RuleText {
+                rule: "directory_min_length",
+                text: format!("The directory needs at least {n} characters."),
+            });
+        }
+        if self.complexity {
+            out.push(RuleText {
+                rule: "directory_complexity",
+                text: "Use three of: upper-case letters, lower-case letters, digits, symbols; and not your \
+                       user name or parts of your name."
+                    .into(),
+            });
+        }
+        if let Some(n) = self.history.filter(|n| *n > 0) {
+            out.push(RuleText {
+                rule: "history",
+                text: format!("Not one of your last {n} passwords."),
+            });
+        }
+        if let Some(s) = self.min_age_secs.filter(|s| *s > 0) {
+            let hours = s.div_ceil(3600);
+            out.push(RuleText {
+                rule: "directory_min_age",
+                text: format!("A password can be changed again only after {hours} hour(s)."),
+            });
+        }
+        out
+    }
+
+    /// What can be checked without the directory: length and complexity.
+    pub fn check(&self, login: &str, display_name: &str, password: &str) -> Vec<Violation> {
+        let mut v = Vec::new();
+        let len = password.chars().count();
+        if let Some(n) = self.min_length {
+            if len < n as usize {
+                v.push(Violation::new(
+                    "directory_min_length",
+                    format!("The directory needs at least {n} characters (this one has {len})."),
+                ));
+            }
+        }
+        if self.complexity && !meets_complexity(login, display_name, password) {
+            v.push(Violation::new(
+                "directory_complexity",
+                "Use characters from at least three of: upper-case letters, lower-case letters, digits, \
+                 symbols; and do not include your user name or parts of your full name.",
+            ));
+        }
+        v
+    }
+}
+
+/// Active Directory's complexity rule ("Password must meet complexity requirements").
+fn meets_complexity(login: &str, display_name: &str, password: &str) -> bool {
+    let pw = password.to_lowercase();
+    let login = login.to_lowercase();
+    if login.chars().count() > 2 && pw.contains(&login) {
+        return false;
+    }
+    let separators = [',', '.', '-', '_', '#', ' ', '\t'];
+    let name_part = display_name
+        .to_lowercase()
+        .split(|c| separators.contains(&c))
+        .filter(|t| t.chars().count() >= 3)
+        .any(|t| pw.contains(t));
+    if name_part {
+        return false;
+    }
+    let classes = [
+        password.chars().any(char::is_uppercase),
+        password.chars().any(char::is_lowercase),
+        password.chars().any(|c| c.is_ascii_digit()),
+        password.chars().any(|c| !c.is_alphanumeric()),
+        password
+            .chars()
+            .any(|c| c.is_alphabetic() && !c.is_uppercase() && !c.is_lowercase()),
+    ];
+    classes.iter().filter(|x| **x).count() >= 3
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +245,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ad_complexity_like_windows() {
+        let r = DirectoryRules {
+            min_length: Some(8),
+            complexity: true,
+            ..DirectoryRules::default()
+        };
+        let cases: &[(&str, &[&str])] = &[
+            ("Sunny-Garden-42", &[]),
+            ("sunnygarden", &["directory_complexity"]),
+            ("Short1!", &["directory_min_length"]),
+            ("My-bob-Pass-9", &["directory_complexity"]),
+            ("Builder-Pass-9", &["directory_complexity"]),
+            ("Zimmer-Pass-9", &[]),
+            ("日本語Pass9", &[]),
+        ];
+        for (pw, want) in cases {
+            assert_eq!(rules(&r.check("bob", "Bob Builder", pw)), *want, "{pw}");
+        }
+        assert_eq!(r.texts().len(), 2);
+    }
+
     proptest! {
+        #[test]
+        fn directory_rules_never_panic(login in "\\PC{0,20}", name in "\\PC{0,30}", pw in "\\PC{0,100}") {
+            let r = DirectoryRules { min_length: Some(8), history: Some(5), complexity: true, min_age_secs: Some(1) };
+            let _ = r.check(&login, &name, &pw);
+        }
+
         #[test]
         fn never_panics(login in "\\PC{0,20}", pw in "\\PC{0,300}") {
             let _ = PasswordPolicy::default().check(&login, &pw);

@@ -137,6 +137,13 @@ pub trait Directory: Send + Sync {
         }]
     }
 
+    /// The directory's password rules: the user's own (fine-grained) ones when `login` is given,
+    /// else the defaults for everyone.
+    async fn password_rules(&self, login: Option<&Login>) -> Option<crate::password::DirectoryRules> {
+        let _ = login;
+        None
+    }
+
     /// Reads users in scope for the store: everything when `watermark` is `None`, else what changed since.
     async fn sync_scan(&self, watermark: Option<&str>) -> Result<SyncBatch, DirectoryError> {
         let _ = watermark;

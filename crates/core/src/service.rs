@@ -229,8 +229,46 @@ impl Gatehouse {
         &self.settings
     }
 
-    pub fn password_rules(&self) -> Vec<RuleText> {
-        self.settings.password.rules()
+    /// The rules shown before the user types: Gatehouse's own and the directory's defaults.
+    pub async fn password_rules(&self) -> Vec<RuleText> {
+        let mut out = self.settings.password.rules();
+        if let Some(d) = self.directory.password_rules(None).await {
+            for r in self.stricter_than_ours(d).texts() {
+                if !out.iter().any(|o| o.rule == r.rule) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// The directory's rules without what Gatehouse's own policy already covers (a shorter minimum).
+    fn stricter_than_ours(&self, mut d: crate::password::DirectoryRules) -> crate::password::DirectoryRules {
+        if d.min_length
+            .is_some_and(|n| n as usize <= self.settings.password.min_length)
+        {
+            d.min_length = None;
+        }
+        d
+    }
+
+    /// Every local reason at once: Gatehouse's policy plus the directory's length and complexity
+    /// (the user's own fine-grained rules when `who` is a verified account).
+    async fn violations(&self, login: &Login, who: Option<&Account>, password: &Password) -> Vec<Violation> {
+        let mut v = self
+            .settings
+            .password
+            .check(login.as_str(), password.expose_secret());
+        let rules = self.directory.password_rules(who.map(|a| &a.login)).await;
+        if let Some(rules) = rules.map(|r| self.stricter_than_ours(r)) {
+            let name = who.map(|a| a.display_name.as_str()).unwrap_or("");
+            for x in rules.check(login.as_str(), name, password.expose_secret()) {
+                if !v.iter().any(|o| o.rule == x.rule) {
+                    v.push(x);
+                }
+            }
+        }
+        v
     }
 
     fn event(&self, activity: Activity, target: Option<&Login>, meta: &RequestMeta) -> AuditEvent {
@@ -476,9 +514,11 @@ impl Gatehouse {
     }
 
     /// Checks a candidate password against the policy (no directory call).
-    pub fn check_password(&self, login: &str, password: &Password) -> Vec<Violation> {
-        let login = Login::parse(login).map(String::from).unwrap_or_default();
-        self.settings.password.check(&login, password.expose_secret())
+    pub async fn check_password(&self, login: &str, password: &Password) -> Vec<Violation> {
+        match Login::parse(login) {
+            Ok(l) => self.violations(&l, None, password).await,
+            Err(_) => self.settings.password.check("", password.expose_secret()),
+        }
     }
 
     async fn notifications(&self, login: &Login, what: &str) -> Vec<crate::ports::OutgoingMail> {
@@ -557,10 +597,8 @@ impl Gatehouse {
     ) -> Result<(), ServiceError> {
         let flow = self.load_flow(token).await?;
         flow.ready_for_password(self.clock.now())?;
-        let violations = self
-            .settings
-            .password
-            .check(flow.login.as_str(), password.expose_secret());
+        let account = self.directory.find_account(&flow.login).await?;
+        let violations = self.violations(&flow.login, account.as_ref(), password).await;
         if !violations.is_empty() {
             return Err(ServiceError::PasswordRejected(violations));
         }
@@ -640,7 +678,7 @@ impl Gatehouse {
         meta: &RequestMeta,
     ) -> Result<(), ServiceError> {
         let login = Login::parse(login)?;
-        let violations = self.settings.password.check(login.as_str(), new.expose_secret());
+        let violations = self.violations(&login, None, new).await;
         let mut e = self.event(Activity::PasswordChanged, Some(&login), meta);
         if !violations.is_empty() {
             e.result = Outcome::Failure;

@@ -798,6 +798,23 @@ impl Directory for AdDirectory {
     async fn sync_scan(&self, watermark: Option<&str>) -> Result<SyncBatch, DirectoryError> {
         sync_scan(self, watermark).await
     }
+
+    async fn password_rules(
+        &self,
+        login: Option<&Login>,
+    ) -> Option<gatehouse_core::password::DirectoryRules> {
+        let pso = match login {
+            Some(l) => self.find_entry(l).await.ok().flatten().and_then(|e| e.pso),
+            None => None,
+        };
+        let p = self.policy(pso.as_deref()).await?;
+        Some(gatehouse_core::password::DirectoryRules {
+            min_length: p.min_length,
+            history: p.history,
+            complexity: p.complexity,
+            min_age_secs: p.min_age_secs,
+        })
+    }
 }
 
 /// The watermark is `<dsServiceName>#<highestCommittedUSN>`: a USN means something only on the

@@ -270,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None
             };
             if let Some(p) = &password {
-                let violations = core.app.check_password(&login, p);
+                let violations = core.app.check_password(&login, p).await;
                 if !violations.is_empty() {
                     for v in violations {
                         eprintln!("password: {}", v.message);

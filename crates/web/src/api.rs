@@ -142,12 +142,15 @@ pub struct CheckPassword {
 }
 
 pub async fn check_password(State(s): State<AppState>, ApiJson(body): ApiJson<CheckPassword>) -> Json<Value> {
-    let violations = s.app.check_password(&body.login, &Password::new(body.password));
+    let violations = s
+        .app
+        .check_password(&body.login, &Password::new(body.password))
+        .await;
     Json(json!({"ok": violations.is_empty(), "violations": violations}))
 }
 
 pub async fn password_policy(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"rules": s.app.password_rules()}))
+    Json(json!({"rules": s.app.password_rules().await}))
 }
 
 #[derive(Deserialize)]

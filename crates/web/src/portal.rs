@@ -77,8 +77,8 @@ fn with_csrf(s: &AppState, headers: &HeaderMap) -> (String, Vec<String>) {
     (token, set.into_iter().collect())
 }
 
-fn rules(s: &AppState) -> Vec<String> {
-    s.app.password_rules().into_iter().map(|r| r.text).collect()
+async fn rules(s: &AppState) -> Vec<String> {
+    s.app.password_rules().await.into_iter().map(|r| r.text).collect()
 }
 
 fn violation_texts(e: &ServiceError) -> Vec<String> {
@@ -205,7 +205,7 @@ impl FlowExtras {
     }
 }
 
-fn flow_view_page(s: &AppState, headers: &HeaderMap, v: &FlowView, x: FlowExtras) -> Response {
+async fn flow_view_page(s: &AppState, headers: &HeaderMap, v: &FlowView, x: FlowExtras) -> Response {
     let (csrf, set) = with_csrf(s, headers);
     let methods: Vec<MethodItem> = v
         .methods
@@ -236,7 +236,7 @@ fn flow_view_page(s: &AppState, headers: &HeaderMap, v: &FlowView, x: FlowExtras
         verified: v.verified,
         methods,
         code_for,
-        rules: rules(s),
+        rules: rules(s).await,
         violations: x.violations,
         error: x.error,
         notice: x.notice,
@@ -260,7 +260,7 @@ async fn show_flow(s: &AppState, headers: &HeaderMap, x: FlowExtras) -> Response
     };
     match s.app.flow(&token).await {
         Ok(v) if v.step == FlowStep::Done => no_flow(s),
-        Ok(v) => flow_view_page(s, headers, &v, x),
+        Ok(v) => flow_view_page(s, headers, &v, x).await,
         Err(ServiceError::FlowNotFound) => no_flow(s),
         Err(e) => error_page(s, &e),
     }
@@ -425,7 +425,7 @@ pub async fn flow_unlock(
     }
 }
 
-fn change_form(s: &AppState, headers: &HeaderMap, login: String, e: Option<&ServiceError>) -> Response {
+async fn change_form(s: &AppState, headers: &HeaderMap, login: String, e: Option<&ServiceError>) -> Response {
     let (csrf, set) = with_csrf(s, headers);
     let (violations, error, status) = match e {
         None => (vec![], None, StatusCode::OK),
@@ -438,7 +438,7 @@ fn change_form(s: &AppState, headers: &HeaderMap, login: String, e: Option<&Serv
             org: org(s),
             csrf,
             login,
-            rules: rules(s),
+            rules: rules(s).await,
             violations,
             error,
         },
@@ -447,7 +447,7 @@ fn change_form(s: &AppState, headers: &HeaderMap, login: String, e: Option<&Serv
 }
 
 pub async fn change_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    change_form(&s, &headers, String::new(), None)
+    change_form(&s, &headers, String::new(), None).await
 }
 
 #[derive(Deserialize)]
@@ -473,7 +473,7 @@ pub async fn change(
             "confirm",
             "The two new passwords are not the same.",
         )]);
-        return change_form(&s, &headers, f.login, Some(&e));
+        return change_form(&s, &headers, f.login, Some(&e)).await;
     }
     let (old, new) = (Password::new(f.old_password), Password::new(f.new_password));
     match s.app.change_password(&f.login, &old, &new, &meta.0).await {
@@ -484,7 +484,7 @@ pub async fn change(
             "Use your new password from now on.".into(),
             true,
         ),
-        Err(e) => change_form(&s, &headers, f.login, Some(&e)),
+        Err(e) => change_form(&s, &headers, f.login, Some(&e)).await,
     }
 }
 

@@ -1035,4 +1035,23 @@ impl Directory for LdapDirectory {
     async fn sync_scan(&self, watermark: Option<&str>) -> Result<SyncBatch, DirectoryError> {
         sync::scan(self, watermark).await
     }
+
+    async fn password_rules(
+        &self,
+        login: Option<&Login>,
+    ) -> Option<gatehouse_core::password::DirectoryRules> {
+        let policy = match login {
+            Some(l) => self.find_entry(l).await.ok().flatten().and_then(|e| e.policy),
+            None => match &self.settings.policy_dn {
+                Some(dn) => self.read_policy(dn).await,
+                None => None,
+            },
+        }?;
+        Some(gatehouse_core::password::DirectoryRules {
+            min_length: policy.min_length,
+            history: policy.history,
+            complexity: false,
+            min_age_secs: policy.min_age,
+        })
+    }
 }
