@@ -6,6 +6,9 @@
 //!   (Debian's `chromium` and `chromium-driver`).
 //! * [`slapd::Slapd`]: a private OpenLDAP slapd with ppolicy and memberOf
 //!   (Debian's `slapd` and `ldap-utils`), and [`slapd::LdapUser`].
+//! * [`samba::SambaDc`]: a private Samba Active Directory domain controller
+//!   (Debian's `samba` and its AD packages; needs root), and
+//!   [`samba::AdUser`].
 //! * small helpers: [`require_tool`], [`ci_requires_all`], [`free_port`],
 //!   [`init_test_tracing`].
 //!
@@ -13,10 +16,12 @@
 //! messages that say what to do, never as panics.
 
 pub mod browser;
+pub mod samba;
 pub mod slapd;
 pub mod smtp;
 
 pub use browser::Browser;
+pub use samba::{AdUser, SambaDc};
 pub use slapd::{LdapUser, Slapd};
 pub use smtp::{CapturedMail, SmtpSink};
 
