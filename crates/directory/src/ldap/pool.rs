@@ -28,6 +28,9 @@ pub fn unavailable(e: &LdapError) -> DirectoryError {
 
 impl Pool {
     pub fn new(settings: Arc<LdapSettings>) -> Result<Self, DirectoryError> {
+        // rustls needs one process-wide crypto provider; when several are compiled in (other crates
+        // may bring aws-lc) it cannot pick one by itself. An error only means one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = match &settings.tls_ca_file {
             Some(path) => Some(Arc::new(client_config(path)?)),
             None => None,
