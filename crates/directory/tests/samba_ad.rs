@@ -445,7 +445,10 @@ mod sync {
         let (ben, _) = f.user("ben", "Initial-Ben-1").await;
         let (cid, cid_dn) = f.user("cid", "Initial-Cid-1").await;
         let staff = SambaDc::unique_name("staff");
-        let inner = f.dc.add_group(&f.ou, &staff, &[ann_dn.clone()]).await.unwrap();
+        let inner =
+            f.dc.add_group(&f.ou, &staff, std::slice::from_ref(&ann_dn))
+                .await
+                .unwrap();
         let all_name = SambaDc::unique_name("all");
         f.dc.add_group(&f.ou, &all_name, &[inner]).await.unwrap();
 
