@@ -392,7 +392,10 @@ impl AdDirectory {
             let read = self
                 .search(pso, Scope::Base, "(objectClass=*)".into(), vec!["*".into()])
                 .await;
-            if let Ok(Some(e)) = read.map(|v| v.into_iter().next()) {
+            // An account without read rights on the PSO may see the entry but none of its values:
+            // then the domain policy is the best it can show (the directory still enforces the PSO).
+            let readable = |e: &SearchEntry| first(e, "msDS-MinimumPasswordLength").is_some();
+            if let Ok(Some(e)) = read.map(|v| v.into_iter().next().filter(readable)) {
                 return Some(AdPolicy {
                     min_length: num(&e, "msDS-MinimumPasswordLength").and_then(|n| u32::try_from(n).ok()),
                     history: num(&e, "msDS-PasswordHistoryLength").and_then(|n| u32::try_from(n).ok()),

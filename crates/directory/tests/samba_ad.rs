@@ -506,3 +506,38 @@ mod sync {
         assert_eq!((r.read, r.disabled), (0, 0), "{r:?}");
     }
 }
+
+#[tokio::test]
+async fn a_fine_grained_policy_applies_to_its_users() {
+    let f = Fixture::new().await;
+    let (name, _) = f.user("fgp", "Initial-Fgp-1x").await;
+    let pso = SambaDc::unique_name("pso");
+    f.dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "pso",
+        "create",
+        &pso,
+        "10",
+        "--min-pwd-length=14",
+    ])
+    .await
+    .unwrap();
+    f.dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &name])
+        .await
+        .unwrap();
+    // An account that may read the PSO sees the user's own rules; the delegated account, which may
+    // not, falls back to the domain's.
+    let admin = directory(settings(f.dc, &f.ou, (SambaDc::ADMIN, SambaDc::ADMIN_PW)));
+    let r = admin.password_rules(Some(&login(&name))).await.unwrap();
+    assert_eq!(r.min_length, Some(14));
+    let r = f.dir().password_rules(Some(&login(&name))).await.unwrap();
+    assert_eq!(r.min_length, Some(8));
+    // The directory enforces the PSO either way, and says so in words.
+    let e = f
+        .dir()
+        .change_password(&login(&name), &pw("Initial-Fgp-1x"), &pw("Twelve-Char1"))
+        .await
+        .unwrap_err();
+    assert_eq!(rules(e), ["directory_min_length"]);
+}

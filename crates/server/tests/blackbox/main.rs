@@ -1,6 +1,8 @@
-//! Black-box tests: the real application on port 0, its own SQLite, a real SMTP server, and a real
-//! headless Chromium for the portal. One test binary for the crate.
+//! Black-box tests: the real application on port 0, its own SQLite, a real SMTP server, a real
+//! headless Chromium for the portal, and real directories (OpenLDAP slapd, Samba AD DC) started by the
+//! tests. One test binary for the crate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail loudly
+mod ad;
 mod api_flows;
 mod browser;
 mod harness;
