@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod banned;
 pub mod clock;
 pub mod error;
 pub mod flow;

@@ -343,11 +343,12 @@ impl Gatehouse {
             .filter(|m| m.verified)
             .collect();
         // Protected accounts get the privileged policy: at least two methods.
-        let privileged = account.as_ref().is_some_and(|a| a.privileged);
+        let privileged = account.as_ref().is_some_and(|a| a.privileged && !a.disabled);
+        let default_required = self.settings.methods_required.max(1);
         let required = if privileged {
-            self.settings.methods_required.max(2)
+            default_required.max(2)
         } else {
-            self.settings.methods_required.max(1)
+            default_required
         };
         let reason = match &account {
             None => Some("unknown_account"),
@@ -365,7 +366,13 @@ impl Gatehouse {
                     address: Some(m.address.clone()),
                 })
                 .collect(),
-            Some(_) => self.decoy_methods(&login, required),
+            Some(_) => self.decoy_methods(&login, default_required),
+        };
+        // A decoy asks for what an unknown login would be asked for.
+        let required = if reason.is_none() {
+            required
+        } else {
+            default_required
         };
         let token = Token::generate(self.rng.as_ref());
         let flow = Flow {
@@ -514,6 +521,33 @@ impl Gatehouse {
     }
 
     /// Checks a candidate password against the policy (no directory call).
+    /// Every rule with met / unmet (Gatehouse's and the directory's), for the live checklist.
+    pub async fn password_checklist(
+        &self,
+        login: &str,
+        password: &Password,
+    ) -> (Vec<crate::password::RuleResult>, Vec<Violation>) {
+        let violations = self.check_password(login, password).await;
+        let ctx = crate::password::PasswordContext::login(
+            Login::parse(login).map(String::from).as_deref().unwrap_or(""),
+        );
+        let mut rules = self.settings.password.evaluate(&ctx, password.expose_secret());
+        if let Some(d) = self.directory.password_rules(None).await {
+            for r in self.stricter_than_ours(d).texts() {
+                if r.rule == "history" || r.rule == "directory_min_age" {
+                    continue; // only the directory can tell
+                }
+                let met = !violations.iter().any(|v| v.rule == r.rule);
+                rules.push(crate::password::RuleResult {
+                    rule: r.rule,
+                    text: r.text,
+                    met,
+                });
+            }
+        }
+        (rules, violations)
+    }
+
     pub async fn check_password(&self, login: &str, password: &Password) -> Vec<Violation> {
         match Login::parse(login) {
             Ok(l) => self.violations(&l, None, password).await,

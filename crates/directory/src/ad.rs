@@ -194,9 +194,9 @@ pub fn password_error(r: &LdapResult, policy: Option<&AdPolicy>) -> DirectoryErr
     DirectoryError::Rejected(out)
 }
 
-fn policy_hints() -> RawControl {
+fn policy_hints(oid: &str) -> RawControl {
     RawControl {
-        ctype: POLICY_HINTS[0].to_owned(),
+        ctype: oid.to_owned(),
         crit: true,
         // SEQUENCE { INTEGER 1 }
         val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
@@ -240,6 +240,7 @@ impl AdDirectory {
         a.push(s.attributes.mail.clone());
         a.push(s.attributes.mobile.clone());
         a.push("telephoneNumber".into());
+        a.push("cn".into());
         if let Some(p) = &s.attributes.personal_email {
             a.push(p.clone());
         }
@@ -280,13 +281,14 @@ impl AdDirectory {
             .next())
     }
 
-    async fn supports_policy_hints(&self) -> bool {
-        match self.root_dse(&["supportedControl"]).await {
-            Ok(Some(e)) => all(&e, "supportedControl")
-                .iter()
-                .any(|c| POLICY_HINTS.contains(&c.as_str())),
-            _ => false,
-        }
+    /// The policy hints OID the DC lists (the newer one preferred), if any.
+    async fn policy_hints_oid(&self) -> Option<&'static str> {
+        let dse = self.root_dse(&["supportedControl"]).await.ok().flatten()?;
+        let listed = all(&dse, "supportedControl");
+        POLICY_HINTS
+            .iter()
+            .find(|oid| listed.iter().any(|c| c == *oid))
+            .copied()
     }
 
     /// Groups the user is in, nested ones included (LDAP_MATCHING_RULE_IN_CHAIN).
@@ -491,7 +493,7 @@ impl AdDirectory {
         &self,
         dn: &str,
         mods: Vec<Mod<Vec<u8>>>,
-        hints: bool,
+        hints: Option<&'static str>,
         policy: Option<&AdPolicy>,
     ) -> Result<(), DirectoryError> {
         let dn = dn.to_owned();
@@ -500,8 +502,8 @@ impl AdDirectory {
             .run(|mut l| {
                 let (dn, mods) = (dn.clone(), mods.clone());
                 async move {
-                    if hints {
-                        l.with_controls(policy_hints());
+                    if let Some(oid) = hints {
+                        l.with_controls(policy_hints(oid));
                     }
                     l.modify(&dn, mods).await
                 }
@@ -541,17 +543,19 @@ impl AdDirectory {
     /// A self-service reset under the directory's rules (see the module docs).
     async fn enforced_reset(&self, entry: &AdEntry, new: &Password) -> Result<(), DirectoryError> {
         let policy = self.policy(entry.pso.as_deref()).await;
-        if self.supports_policy_hints().await {
+        if let Some(oid) = self.policy_hints_oid().await {
             return self
-                .service_modify(&entry.dn, Self::reset_mods(new, "-1"), true, policy.as_ref())
+                .service_modify(&entry.dn, Self::reset_mods(new, "-1"), Some(oid), policy.as_ref())
                 .await;
         }
         let temp = self.temporary_password();
-        self.service_modify(&entry.dn, Self::reset_mods(&temp, "-1"), false, policy.as_ref())
+        // "Must change" on the temporary password: AD then allows the change right away, whatever
+        // the minimum password age.
+        self.service_modify(&entry.dn, Self::reset_mods(&temp, "0"), None, policy.as_ref())
             .await?;
         // The change from the temporary password, on the service account's connection (every
         // principal may change a password it knows; the user may not bind if "must change" is set).
-        self.service_modify(&entry.dn, Self::change_mods(&temp, new), false, policy.as_ref())
+        self.service_modify(&entry.dn, Self::change_mods(&temp, new), None, policy.as_ref())
             .await
     }
 
@@ -604,7 +608,7 @@ impl Directory for AdDirectory {
             return self.enforced_reset(&entry, new).await;
         }
         let policy = self.policy(entry.pso.as_deref()).await;
-        self.service_modify(&entry.dn, Self::reset_mods(new, "-1"), false, policy.as_ref())
+        self.service_modify(&entry.dn, Self::reset_mods(new, "-1"), None, policy.as_ref())
             .await
     }
 
@@ -637,7 +641,7 @@ impl Directory for AdDirectory {
                     // 773 / 532 come only with the right password: change it on the service
                     // account's connection, as a change (history and age apply).
                     DirectoryError::PasswordExpired => {
-                        self.service_modify(&entry.dn, Self::change_mods(old, new), false, policy.as_ref())
+                        self.service_modify(&entry.dn, Self::change_mods(old, new), None, policy.as_ref())
                             .await?;
                         if entry.account.must_change || entry.account.expired {
                             // A change sets pwdLastSet to now; nothing else to clear.
@@ -698,7 +702,7 @@ impl Directory for AdDirectory {
         let entry = self.usable(login).await?;
         let policy = self.policy(entry.pso.as_deref()).await;
         let last_set = if must_change { "0" } else { "-1" };
-        self.service_modify(&entry.dn, Self::reset_mods(new, last_set), false, policy.as_ref())
+        self.service_modify(&entry.dn, Self::reset_mods(new, last_set), None, policy.as_ref())
             .await
     }
 
@@ -720,13 +724,33 @@ impl Directory for AdDirectory {
                     "(&{}(!(isCriticalSystemObject=TRUE))(!(adminCount=1)))",
                     s.user_filter
                 );
-                match self
-                    .search(&s.base_dn, Scope::Subtree, filter, self.attributes())
-                    .await
-                {
-                    Ok(found) => Ok(found.into_iter().find_map(|e| self.entry_from(e, vec![]))),
-                    Err(e) => Err(e),
-                }
+                let (base, attrs) = (s.base_dn.clone(), self.attributes());
+                let found = self
+                    .pool
+                    .run(|mut l| {
+                        let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
+                        async move {
+                            let res = l
+                                .with_search_options(ldap3::SearchOptions::new().sizelimit(20))
+                                .search(&base, Scope::Subtree, &filter, attrs)
+                                .await?;
+                            // 4 = size limit exceeded: the first entries are what we asked for.
+                            let (rs, _) = if res.1.rc == 4 {
+                                (res.0, res.1)
+                            } else {
+                                res.success()?
+                            };
+                            Ok(rs.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
+                        }
+                    })
+                    .await;
+                // A user the probes cannot disturb: not locked, not "must change", not disabled.
+                found.map(|found| {
+                    found
+                        .into_iter()
+                        .filter_map(|e| self.entry_from(e, vec![]))
+                        .find(|e| !e.account.locked && !e.account.must_change && !e.account.disabled)
+                })
             }
         };
         let entry = match entry {

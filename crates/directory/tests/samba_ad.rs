@@ -541,3 +541,44 @@ async fn a_fine_grained_policy_applies_to_its_users() {
         .unwrap_err();
     assert_eq!(rules(e), ["directory_min_length"]);
 }
+
+#[tokio::test]
+async fn a_minimum_age_does_not_block_self_service_resets_but_blocks_quick_changes() {
+    let f = Fixture::new().await;
+    let dir = f.dir();
+    let (name, _) = f.user("age", "Initial-Age-1x").await;
+    let pso = SambaDc::unique_name("agepso");
+    f.dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "pso",
+        "create",
+        &pso,
+        "20",
+        "--min-pwd-age=1",
+    ])
+    .await
+    .unwrap();
+    f.dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &name])
+        .await
+        .unwrap();
+    let l = login(&name);
+    // The temporary password is written "must change", so the change to the chosen one goes through.
+    dir.reset_password(&l, &pw("Second-Age-2x")).await.unwrap();
+    assert!(f
+        .dc
+        .can_bind(&SambaDc::upn(&name), "Second-Age-2x")
+        .await
+        .unwrap());
+    let e = dir
+        .change_password(&l, &pw("Second-Age-2x"), &pw("Third-Age-3x"))
+        .await
+        .unwrap_err();
+    assert_eq!(rules(e), ["directory_min_age"]);
+    dir.reset_password(&l, &pw("Fourth-Age-4x")).await.unwrap();
+    assert!(f
+        .dc
+        .can_bind(&SambaDc::upn(&name), "Fourth-Age-4x")
+        .await
+        .unwrap());
+}

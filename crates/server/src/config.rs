@@ -254,6 +254,18 @@ pub struct PasswordSection {
     pub min_length: usize,
     pub max_length: usize,
     pub forbid_login: bool,
+    /// At least this many character categories (0 = off, 3 = Active Directory's complexity).
+    pub character_classes: u8,
+    /// Extra banned terms (e.g. the company's name and products), beside the shipped list.
+    pub banned_terms: Vec<String>,
+    /// A file of banned terms, one per line (`#` comments).
+    pub banned_terms_file: Option<PathBuf>,
+    /// Entra-style points a password needs (5); 0 turns the banned-term rule off.
+    pub banned_min_score: u32,
+    /// Minimum zxcvbn score, 0–4 (0 = off).
+    pub min_strength: u8,
+    /// An index built by `gatehouse breach import` (none: only the shipped list of common passwords).
+    pub breach_index: Option<PathBuf>,
 }
 
 impl Default for PasswordSection {
@@ -263,6 +275,12 @@ impl Default for PasswordSection {
             min_length: p.min_length,
             max_length: p.max_length,
             forbid_login: p.forbid_login,
+            character_classes: p.character_classes,
+            banned_terms: vec![],
+            banned_terms_file: None,
+            banned_min_score: p.banned_min_score,
+            min_strength: p.min_strength,
+            breach_index: None,
         }
     }
 }
@@ -393,6 +411,35 @@ pub struct Config {
     pub directory: DirectoryKind,
     pub settings: Settings,
     pub raw: RawConfig,
+}
+
+fn password_policy(p: &PasswordSection) -> anyhow::Result<PasswordPolicy> {
+    use gatehouse_core::banned::BannedList;
+    if p.character_classes > 5 {
+        bail!(
+            "password.character_classes: there are 5 kinds of characters; use 0 (off) to 5 (3 is AD's rule)"
+        );
+    }
+    if p.min_strength > 4 {
+        bail!("password.min_strength: zxcvbn scores run from 0 to 4; use 0 (off) to 4 (3 recommended)");
+    }
+    let mut custom: Vec<String> = p.banned_terms.clone();
+    if let Some(path) = &p.banned_terms_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("password.banned_terms_file: cannot read {}", path.display()))?;
+        custom.extend(text.lines().map(str::to_owned));
+    }
+    let banned = BannedList::global().merged(&BannedList::from_lines(custom.iter().map(String::as_str)));
+    Ok(PasswordPolicy {
+        min_length: p.min_length,
+        max_length: p.max_length,
+        forbid_login: p.forbid_login,
+        character_classes: p.character_classes,
+        banned: std::sync::Arc::new(banned),
+        banned_min_score: p.banned_min_score,
+        min_strength: p.min_strength,
+        breach: None,
+    })
 }
 
 fn read_secret_file(key: &str, path: &Path) -> anyhow::Result<String> {
@@ -716,11 +763,7 @@ impl TryFrom<RawConfig> for Config {
             session_lifetime: Duration::minutes(f.session_lifetime_minutes),
             methods_required: f.methods_required,
             max_methods: f.max_methods,
-            password: PasswordPolicy {
-                min_length: p.min_length,
-                max_length: p.max_length,
-                forbid_login: p.forbid_login,
-            },
+            password: password_policy(p)?,
             trust_directory_contacts: raw.directory.trust_contacts,
         };
         Ok(Self {

@@ -142,11 +142,11 @@ pub struct CheckPassword {
 }
 
 pub async fn check_password(State(s): State<AppState>, ApiJson(body): ApiJson<CheckPassword>) -> Json<Value> {
-    let violations = s
+    let (rules, violations) = s
         .app
-        .check_password(&body.login, &Password::new(body.password))
+        .password_checklist(&body.login, &Password::new(body.password))
         .await;
-    Json(json!({"ok": violations.is_empty(), "violations": violations}))
+    Json(json!({"ok": violations.is_empty(), "violations": violations, "rules": rules}))
 }
 
 pub async fn password_policy(State(s): State<AppState>) -> Json<Value> {

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/account/methods/{id}/verify", post(portal::account_verify))
         .route("/account/methods/{id}/remove", post(portal::account_remove))
         .route("/static/app.css", get(security::stylesheet))
+        .route("/static/password.js", get(security::password_script))
         .route("/healthz", get(portal::healthz))
         .route("/readyz", get(portal::readyz));
     if state.web.demo {

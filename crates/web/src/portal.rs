@@ -77,8 +77,13 @@ fn with_csrf(s: &AppState, headers: &HeaderMap) -> (String, Vec<String>) {
     (token, set.into_iter().collect())
 }
 
-async fn rules(s: &AppState) -> Vec<String> {
-    s.app.password_rules().await.into_iter().map(|r| r.text).collect()
+async fn rules(s: &AppState) -> Vec<(String, String)> {
+    s.app
+        .password_rules()
+        .await
+        .into_iter()
+        .map(|r| (r.rule.to_owned(), r.text))
+        .collect()
 }
 
 fn violation_texts(e: &ServiceError) -> Vec<String> {

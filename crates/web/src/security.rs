@@ -8,8 +8,8 @@ use base64::Engine;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Adds the security headers to every response.
 pub async fn headers(tls: bool, req: Request, next: Next) -> Response {
@@ -91,6 +91,17 @@ pub fn csrf_ok(web: &WebConfig, headers: &HeaderMap, submitted: &str) -> bool {
         Some(expected) if expected.len() == 43 => expected.as_bytes().ct_eq(submitted.as_bytes()).into(),
         _ => false,
     }
+}
+
+/// The few lines that turn the password rules into a live checklist (the pages work without it).
+pub async fn password_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/password.js"),
+    )
 }
 
 pub async fn stylesheet() -> impl IntoResponse {

@@ -37,7 +37,7 @@ pub struct FlowPage {
     pub verified: u8,
     pub methods: Vec<MethodItem>,
     pub code_for: Option<MethodItem>,
-    pub rules: Vec<String>,
+    pub rules: Vec<(String, String)>,
     pub violations: Vec<String>,
     pub error: Option<String>,
     pub notice: Option<String>,
@@ -58,7 +58,7 @@ pub struct Change {
     pub org: String,
     pub csrf: String,
     pub login: String,
-    pub rules: Vec<String>,
+    pub rules: Vec<(String, String)>,
     pub violations: Vec<String>,
     pub error: Option<String>,
 }

@@ -64,7 +64,10 @@ async fn reset_through_the_api_end_to_end(t: TestApp) {
         .collect();
     // Active Directory's complexity rule is checked up front too, with the others.
     let extra: &[&str] = if t.is_ad() { &["directory_complexity"] } else { &[] };
-    assert_eq!(rules, [&["min_length", "contains_login"][..], extra].concat());
+    assert_eq!(
+        rules,
+        [&["min_length", "contains_login", "banned", "strength"][..], extra].concat()
+    );
 
     // History: the current password cannot come back.
     let (s, b) = t
@@ -76,7 +79,7 @@ async fn reset_through_the_api_end_to_end(t: TestApp) {
     assert_eq!(s, 422, "{b}");
     assert_eq!(b["violations"][0]["rule"], "history");
 
-    let long = "Zq9!".repeat(64);
+    let long = crate::harness::long_password(256);
     let (s, b) = t
         .post("/api/v1/flows/password", json!({"flow": flow, "password": long}))
         .await;
@@ -245,7 +248,37 @@ async fn change_password_through_the_api(t: TestApp) {
         .await;
     assert_eq!((s, b["ok"].as_bool()), (200, Some(false)));
     let extra = usize::from(t.is_ad()); // AD complexity
-    assert_eq!(b["violations"].as_array().unwrap().len(), 2 + extra, "{b}");
+    let broken: Vec<&str> = b["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(broken.len(), 4 + extra, "{b}");
+    assert_eq!(&broken[..4], ["min_length", "not_login", "banned", "strength"]);
+    // The live checklist: every rule with met / unmet.
+    let unmet: Vec<&str> = b["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["met"] == false)
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        unmet.contains(&"min_length") && unmet.contains(&"strength"),
+        "{b}"
+    );
+    let (_, b) = t
+        .post(
+            "/api/v1/password/check",
+            json!({"login": "carol", "password": "Velvet-Lagoon-Orbit-42"}),
+        )
+        .await;
+    assert_eq!(b["ok"], true, "{b}");
+    assert!(
+        b["rules"].as_array().unwrap().iter().all(|r| r["met"] == true),
+        "{b}"
+    );
 }
 
 async fn register_verify_and_remove_an_alternate_email(t: TestApp) {

@@ -301,6 +301,23 @@ impl TestApp {
     }
 }
 
+/// A strong password of exactly `n` characters (no repeated pattern for the strength estimate).
+pub fn long_password(n: usize) -> String {
+    let words = [
+        "Quartz", "Lagoon", "Velvet", "Ember", "Saffron", "Tundra", "Orbit", "Cobalt",
+    ];
+    let marks = ['!', '#', '%', '&', '*', '+', '?', '~'];
+    let mut s = String::new();
+    let mut i = 0usize;
+    while s.chars().count() < n {
+        s.push_str(words[i % words.len()]);
+        s.push_str(&((i * 7919) % 97).to_string());
+        s.push(marks[i % marks.len()]);
+        i += 1;
+    }
+    s.chars().take(n).collect()
+}
+
 pub fn code_in(mail: &CapturedMail) -> String {
     let body = mail.text_body();
     let line = body
