@@ -266,6 +266,8 @@ pub struct PasswordSection {
     pub min_strength: u8,
     /// An index built by `gatehouse breach import` (none: only the shipped list of common passwords).
     pub breach_index: Option<PathBuf>,
+    /// How often a running server looks for a new index at `breach_index` (and swaps it in).
+    pub breach_reload_seconds: u64,
 }
 
 impl Default for PasswordSection {
@@ -281,6 +283,7 @@ impl Default for PasswordSection {
             banned_min_score: p.banned_min_score,
             min_strength: p.min_strength,
             breach_index: None,
+            breach_reload_seconds: 60,
         }
     }
 }
@@ -410,6 +413,8 @@ pub struct Config {
     pub builtin: gatehouse_directory::BuiltinOptions,
     pub directory: DirectoryKind,
     pub settings: Settings,
+    /// The breach index file, and how often to look for a new one.
+    pub breach_index: Option<(PathBuf, std::time::Duration)>,
     pub raw: RawConfig,
 }
 
@@ -422,6 +427,14 @@ fn password_policy(p: &PasswordSection) -> anyhow::Result<PasswordPolicy> {
     }
     if p.min_strength > 4 {
         bail!("password.min_strength: zxcvbn scores run from 0 to 4; use 0 (off) to 4 (3 recommended)");
+    }
+    if let Some(path) = &p.breach_index {
+        if !path.is_file() {
+            bail!(
+                "password.breach_index: {} does not exist; build it with `gatehouse breach import FILE_OR_DIR --out DIR`",
+                path.display()
+            );
+        }
     }
     let mut custom: Vec<String> = p.banned_terms.clone();
     if let Some(path) = &p.banned_terms_file {
@@ -790,6 +803,10 @@ impl TryFrom<RawConfig> for Config {
             },
             directory,
             settings,
+            breach_index: raw.password.breach_index.clone().map(|p| {
+                let every = std::time::Duration::from_secs(raw.password.breach_reload_seconds.max(1));
+                (p, every)
+            }),
             raw,
         })
     }

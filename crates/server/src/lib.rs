@@ -22,8 +22,19 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// The breach check: the shipped list of common passwords, plus the imported corpus when there is one.
+#[derive(Debug)]
+pub struct BreachCheck(pub Arc<gatehouse_breach::SwappableIndex>);
+
+impl gatehouse_core::password::BreachCheck for BreachCheck {
+    fn is_breached(&self, password: &str) -> bool {
+        gatehouse_breach::builtin_common_contains(password) || self.0.contains_password(password)
+    }
+}
+
 /// The use cases with their adapters, without the HTTP server (for the admin CLI).
 pub struct Core {
+    pub breach: Arc<gatehouse_breach::SwappableIndex>,
     pub app: Gatehouse,
     pub store: Arc<SqliteStore>,
     pub builtin: BuiltinDirectory,
@@ -57,8 +68,18 @@ impl Core {
             ),
         };
         let store_port: Arc<dyn Store> = store.clone();
-        let app = Gatehouse::new(directory, store_port, clock.clone(), rng, cfg.settings.clone()).await?;
+        let breach = Arc::new(gatehouse_breach::SwappableIndex::empty());
+        if let Some((path, _)) = &cfg.breach_index {
+            let index = gatehouse_breach::BreachIndex::open(path)
+                .map_err(|e| anyhow::anyhow!("password.breach_index: {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), hashes = index.len(), "breach index loaded");
+            breach.swap(index);
+        }
+        let mut settings = cfg.settings.clone();
+        settings.password.breach = Some(Arc::new(BreachCheck(breach.clone())));
+        let app = Gatehouse::new(directory, store_port, clock.clone(), rng, settings).await?;
         Ok(Self {
+            breach,
             app,
             store,
             builtin,
@@ -74,6 +95,7 @@ pub struct Application {
     server: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<()>,
     sync: Option<JoinHandle<()>>,
+    breach_watch: Option<JoinHandle<()>>,
     pub core: Core,
 }
 
@@ -100,6 +122,9 @@ impl Application {
             .directory
             .sync_interval()
             .map(|every| tokio::spawn(sync_schedule(core.app.clone(), every, rx.clone())));
+        let breach_watch = cfg.breach_index.clone().map(|(path, every)| {
+            tokio::spawn(watch_breach_index(core.breach.clone(), path, every, rx.clone()))
+        });
 
         let web = WebConfig {
             public_url: cfg.public_url.clone(),
@@ -131,6 +156,7 @@ impl Application {
             server,
             worker,
             sync,
+            breach_watch,
             core,
         })
     }
@@ -151,6 +177,9 @@ impl Application {
         if let Some(sync) = self.sync {
             sync.await?;
         }
+        if let Some(w) = self.breach_watch {
+            w.await?;
+        }
         Ok(())
     }
 
@@ -168,6 +197,47 @@ impl Application {
         ctrl_c.await?;
         tracing::info!("shutting down");
         self.stop().await
+    }
+}
+
+/// Swaps in a new breach index when the file at `path` is replaced (`gatehouse breach import`
+/// writes a temporary file and renames it), without a restart; lookups in flight keep the old one.
+async fn watch_breach_index(
+    index: Arc<gatehouse_breach::SwappableIndex>,
+    path: std::path::PathBuf,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+        })
+    };
+    let mut seen = stamp(&path);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = stamp(&path);
+        if now.is_none() || now == seen {
+            continue;
+        }
+        let (p, idx) = (path.clone(), index.clone());
+        match tokio::task::spawn_blocking(move || idx.reload_from(&p)).await {
+            Ok(Ok(_)) => {
+                seen = now;
+                let n = index.current().map(|i| i.len()).unwrap_or(0);
+                tracing::info!(path = %path.display(), hashes = n, "new breach index swapped in");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "new breach index refused; keeping the old one")
+            }
+            Err(e) => tracing::warn!(error = %e, "breach index reload failed"),
+        }
     }
 }
 

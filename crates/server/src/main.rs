@@ -61,6 +61,31 @@ enum Command {
         #[command(subcommand)]
         command: DirectoryCommand,
     },
+    /// The offline breached-password corpus.
+    Breach {
+        #[command(subcommand)]
+        command: BreachCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BreachCommand {
+    /// Build an index from a Have I Been Pwned "Pwned Passwords" download (one SHA1:COUNT file, or the
+    /// directory of per-prefix files). Point `password.breach_index` at the result; a running server
+    /// swaps a rebuilt index in by itself.
+    Import {
+        /// The download: a file or a directory.
+        input: PathBuf,
+        /// Where to write the index (the file is named pwned-passwords.gbi).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Also keep the sorted hashes for exact confirmation (no false positives; 20 more bytes per hash).
+        #[arg(long)]
+        exact: bool,
+        /// Skip hashes seen fewer times than this.
+        #[arg(long, default_value_t = 1)]
+        min_count: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +195,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&arg)?;
             Core::open(&cfg).await?;
             println!("store is up to date: {}", cfg.store_url);
+        }
+        Command::Breach {
+            command:
+                BreachCommand::Import {
+                    input,
+                    out,
+                    exact,
+                    min_count,
+                },
+        } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("--out {}", out.display()))?;
+            let options = gatehouse_breach::ImportOptions {
+                exact,
+                min_count,
+                ..gatehouse_breach::ImportOptions::default()
+            };
+            let report = tokio::task::spawn_blocking(move || {
+                gatehouse_breach::import_with(&input, &out, &options).map(|r| (r, out))
+            })
+            .await?;
+            let (r, out) = report.map_err(|e| anyhow::anyhow!("{e}"))?;
+            for b in &r.bad_line_samples {
+                eprintln!("bad line {}:{}", b.file.display(), b.line);
+            }
+            let path = out.join(gatehouse_breach::INDEX_FILE_NAME);
+            println!(
+                "{} hashes from {} file(s) ({} bad lines) indexed into {}",
+                r.hashes,
+                r.files_read,
+                r.bad_lines,
+                path.display()
+            );
+            println!(
+                "set in the configuration:\n[password]\nbreach_index = \"{}\"",
+                path.display()
+            );
         }
         Command::Directory {
             command: DirectoryCommand::Test { config, user },

@@ -7,4 +7,5 @@ mod api_flows;
 mod browser;
 mod harness;
 mod ldap;
+mod password;
 mod properties;
