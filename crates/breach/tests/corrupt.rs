@@ -9,12 +9,12 @@ use gatehouse_breach::{
     builtin_common_contains, BreachError, BreachIndex, BuildOptions, IndexBuilder, SwappableIndex, Verify,
 };
 use proptest::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+    /// Opened from a file that is deleted since: the mapping keeps it alive, nothing is left on disk.
+    index: BreachIndex,
     bytes: Vec<u8>,
     members: Vec<[u8; 20]>,
 }
@@ -40,9 +40,9 @@ fn fixture() -> &'static Fixture {
         let report = b.finish(&path).unwrap();
         assert_eq!(report.keys, 3_000);
         let bytes = std::fs::read(&path).unwrap();
+        let index = BreachIndex::open(&path).unwrap();
         Fixture {
-            _dir: dir,
-            path,
+            index,
             bytes,
             members,
         }
@@ -84,8 +84,9 @@ fn err_text(r: Result<BreachIndex, BreachError>) -> String {
 #[test]
 fn intact_fixture_opens_and_answers() {
     let f = fixture();
-    let index = BreachIndex::open(&f.path).unwrap();
+    let index = open_bytes(&f.bytes, Verify::Full).unwrap();
     assert_eq!(index.len(), 3_000);
+    assert_eq!(f.index.len(), 3_000);
     assert_eq!(index.shard_count(), 4);
     assert!(f.members.iter().all(|h| index.contains_sha1(h)));
     assert!(non_members(10_000).all(|h| !index.contains_sha1(&h)));
@@ -329,10 +330,12 @@ proptest! {
 
     #[test]
     fn lookups_never_panic(password in any::<String>()) {
-        let index = BreachIndex::open(&fixture().path).unwrap();
+        let index = &fixture().index;
         let _ = index.contains_password(&password);
         let _ = builtin_common_contains(&password);
-        let swappable = SwappableIndex::new(index);
+        let swappable = SwappableIndex::empty();
+        let _ = swappable.is_breached(&password);
+        swappable.swap(open_bytes(&fixture().bytes, Verify::Structure).unwrap());
         let _ = swappable.is_breached(&password);
     }
 

@@ -255,10 +255,16 @@ impl Gatehouse {
     /// Every local reason at once: Gatehouse's policy plus the directory's length and complexity
     /// (the user's own fine-grained rules when `who` is a verified account).
     async fn violations(&self, login: &Login, who: Option<&Account>, password: &Password) -> Vec<Violation> {
-        let mut v = self
-            .settings
-            .password
-            .check(login.as_str(), password.expose_secret());
+        // The user's own words (name, email) are known only for a verified account.
+        let ctx = crate::password::PasswordContext {
+            login: login.to_string(),
+            display_name: who.map(|a| a.display_name.clone()).unwrap_or_default(),
+            email: who
+                .and_then(|a| a.email.as_ref())
+                .map(|e| e.as_str().to_owned())
+                .unwrap_or_default(),
+        };
+        let mut v = self.settings.password.check_for(&ctx, password.expose_secret());
         let rules = self.directory.password_rules(who.map(|a| &a.login)).await;
         if let Some(rules) = rules.map(|r| self.stricter_than_ours(r)) {
             let name = who.map(|a| a.display_name.as_str()).unwrap_or("");

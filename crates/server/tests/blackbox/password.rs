@@ -150,3 +150,40 @@ async fn the_cli_imports_both_download_layouts() {
     let index = gatehouse_breach::BreachIndex::open(out.join(gatehouse_breach::INDEX_FILE_NAME)).unwrap();
     assert!(index.contains_password("Quartz-Ember-Saffron-77"));
 }
+
+#[tokio::test]
+async fn a_verified_reset_checks_the_users_own_name_and_email() {
+    let t = crate::harness::spawn().await;
+    t.add_user(
+        "nora",
+        Some("Original-Nora-Pass-1"),
+        Some("nora.home@example.net"),
+    )
+    .await;
+    let (flow, method, _) = t.start("reset", "nora").await;
+    let code = t
+        .send_and_read_code(&flow, &method, "nora.home@example.net")
+        .await;
+    let (s, _) = t
+        .post(
+            "/api/v1/flows/verify",
+            json!({"flow": flow, "method": method, "code": code}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // The display name is "nora Example": its part "Example", even reversed, is personal information.
+    for pw in ["Example-Quartz-Lagoon-9", "elpmaxe-Quartz-Lagoon-9"] {
+        let (s, b) = t
+            .post("/api/v1/flows/password", json!({"flow": flow, "password": pw}))
+            .await;
+        assert_eq!(s, 422, "{b}");
+        assert!(broken(&b).contains(&"contains_personal".to_owned()), "{b}");
+    }
+    let (s, b) = t
+        .post(
+            "/api/v1/flows/password",
+            json!({"flow": flow, "password": "Velvet-Quartz-Lagoon-9"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
