@@ -93,6 +93,15 @@ async fn reset_in_a_real_browser() {
         .send_keys("alice")
         .await
         .unwrap();
+    // The live checklist marks the rules as the user types (a few lines of script calling the API).
+    c.wait()
+        .for_element(Locator::Css("li[data-rule='min_length'].unmet"))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("li[data-rule='max_length'].met"))
+        .await
+        .unwrap();
     c.wait()
         .for_element(Locator::Id("confirm"))
         .await
@@ -124,6 +133,14 @@ async fn reset_in_a_real_browser() {
         .await
         .unwrap()
         .send_keys("Browser-New-Password-7")
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("li[data-rule='min_length'].met"))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("li[data-rule='strength'].met"))
         .await
         .unwrap();
     c.wait()
