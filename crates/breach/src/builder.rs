@@ -300,6 +300,15 @@ impl IndexBuilder {
         out.write_all(&table).map_err(io_err)?;
         out.flush().map_err(io_err)?;
         drop(out);
+        // World-readable like any data file (the temporary file is created 0600): the server may run as
+        // another user than the importer. The index holds only public hashes.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(io_err)?;
+        }
         tmp.as_file().sync_all().map_err(io_err)?;
         tmp.persist(out_path)
             .map_err(|e| BreachError::io(out_path, e.error))?;
