@@ -530,16 +530,6 @@ impl AdDirectory {
         ]
     }
 
-    fn temporary_password(&self) -> Password {
-        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-        let mut s = String::from("Tmp-9z");
-        for _ in 0..26 {
-            let i = self.rng.below(u32::try_from(ALPHABET.len()).unwrap_or(1)) as usize;
-            s.push(char::from(ALPHABET[i]));
-        }
-        Password::new(s)
-    }
-
     /// A self-service reset under the directory's rules (see the module docs).
     async fn enforced_reset(&self, entry: &AdEntry, new: &Password) -> Result<(), DirectoryError> {
         let policy = self.policy(entry.pso.as_deref()).await;
@@ -548,7 +538,7 @@ impl AdDirectory {
                 .service_modify(&entry.dn, Self::reset_mods(new, "-1"), Some(oid), policy.as_ref())
                 .await;
         }
-        let temp = self.temporary_password();
+        let temp = crate::ldap::temporary_password(self.rng.as_ref());
         // "Must change" on the temporary password: AD then allows the change right away, whatever
         // the minimum password age.
         self.service_modify(&entry.dn, Self::reset_mods(&temp, "0"), None, policy.as_ref())

@@ -238,6 +238,18 @@ pub fn parse_generalized_time(v: &str) -> Option<OffsetDateTime> {
     Some(time::PrimitiveDateTime::new(date, t).assume_utc())
 }
 
+/// A random password that satisfies any sane quality policy (upper, lower, digits, a symbol; 32
+/// characters, 26 of them from the OS CSPRNG); it lives for one request.
+pub(crate) fn temporary_password(rng: &dyn SecureRng) -> Password {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut s = String::from("Tmp-9z");
+    for _ in 0..26 {
+        let i = rng.below(u32::try_from(ALPHABET.len()).unwrap_or(1)) as usize;
+        s.push(char::from(ALPHABET[i]));
+    }
+    Password::new(s)
+}
+
 /// The first RDN's value of a DN: `cn=staff,ou=groups,…` → `staff`.
 pub fn rdn_value(dn: &str) -> String {
     let head = dn.split(',').next().unwrap_or(dn);
@@ -673,17 +685,6 @@ impl LdapDirectory {
         }
     }
 
-    /// A random password that satisfies any sane quality policy; it lives for one request.
-    fn temporary_password(&self) -> Password {
-        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-        let mut s = String::from("Tmp-9z");
-        for _ in 0..26 {
-            let i = self.rng.below(u32::try_from(ALPHABET.len()).unwrap_or(1)) as usize;
-            s.push(char::from(ALPHABET[i]));
-        }
-        Password::new(s)
-    }
-
     /// The self-service reset with the directory's policy applied (see the module docs).
     async fn enforced_reset(&self, entry: &UserEntry, new: &Password) -> Result<(), DirectoryError> {
         let policy = entry.policy.as_ref();
@@ -704,7 +705,7 @@ impl LdapDirectory {
                 self.clear_after_reset(entry, false).await
             }
             PolicyEnforcement::UserChange => {
-                let temp = self.temporary_password();
+                let temp = temporary_password(self.rng.as_ref());
                 self.service_write(&entry.dn, &temp, policy).await?;
                 let (mut ldap, res) = self.bind_user(&entry.dn, &temp).await?;
                 if res.rc != 0 {
