@@ -16,6 +16,8 @@ use time::Duration;
 pub struct ServerSection {
     pub listen: String,
     pub public_url: String,
+    /// Reverse proxies (addresses or CIDR ranges) whose Forwarded / X-Forwarded-For are believed.
+    pub trusted_proxies: Vec<String>,
     pub organisation: String,
     pub helpdesk: String,
     pub log_format: String,
@@ -26,6 +28,7 @@ impl Default for ServerSection {
         Self {
             listen: "127.0.0.1:8080".into(),
             public_url: "http://127.0.0.1:8080".into(),
+            trusted_proxies: vec![],
             organisation: "Gatehouse".into(),
             helpdesk: "your IT helpdesk".into(),
             log_format: "text".into(),
@@ -405,6 +408,7 @@ pub enum MailTransportKind {
 pub struct Config {
     pub listen: SocketAddr,
     pub public_url: String,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub log_json: bool,
     pub store_url: String,
     pub mail: gatehouse_notify::SmtpSettings,
@@ -678,6 +682,20 @@ impl TryFrom<RawConfig> for Config {
         if public.query().is_some() || public.fragment().is_some() {
             bail!("server.public_url: must not contain a query or fragment");
         }
+        let trusted_proxies = s
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow!(
+                            "server.trusted_proxies: \"{p}\" is not an address or CIDR range; write it like \
+                             \"10.0.0.5\" or \"10.0.0.0/8\""
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let log_json = match s.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -782,6 +800,7 @@ impl TryFrom<RawConfig> for Config {
         Ok(Self {
             listen,
             public_url,
+            trusted_proxies,
             log_json,
             store_url: raw.store.url.clone(),
             mail: gatehouse_notify::SmtpSettings {
@@ -892,6 +911,10 @@ mod tests {
             ),
             (Box::new(|r| r.store.url = "postgres://x".into()), "store.url"),
             (Box::new(|r| r.directory.kind = "nis".into()), "directory.kind"),
+            (
+                Box::new(|r| r.server.trusted_proxies = vec!["10.0.0.0/33".into()]),
+                "server.trusted_proxies",
+            ),
             (Box::new(|r| r.directory.kind = "ldap".into()), "directory.url"),
             (
                 Box::new(|r| {

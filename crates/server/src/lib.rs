@@ -129,6 +129,7 @@ impl Application {
         let web = WebConfig {
             public_url: cfg.public_url.clone(),
             demo: cfg.mail_transport == MailTransportKind::DevMailbox,
+            trusted_proxies: cfg.trusted_proxies.clone(),
         };
         let state = AppState {
             app: core.app.clone(),

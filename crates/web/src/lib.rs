@@ -23,6 +23,8 @@ pub struct WebConfig {
     pub public_url: String,
     /// Demo mode: adds `/dev/mailbox`.
     pub demo: bool,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are believed for the client IP.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl WebConfig {

@@ -57,6 +57,7 @@ async fn build(public_url: &str, demo: bool) -> Router {
         web: Arc::new(WebConfig {
             public_url: public_url.into(),
             demo,
+            trusted_proxies: vec![],
         }),
     })
 }

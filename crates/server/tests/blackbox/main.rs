@@ -2,6 +2,7 @@
 //! headless Chromium for the portal, and real directories (OpenLDAP slapd, Samba AD DC) started by the
 //! tests. One test binary for the crate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail loudly
+mod abuse;
 mod ad;
 mod api_flows;
 mod browser;

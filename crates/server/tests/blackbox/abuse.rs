@@ -1,0 +1,161 @@
+//! Abuse resistance through the real server: the client address comes from the socket unless a
+//! trusted proxy says otherwise, links never follow the request's Host headers, and codes and flows
+//! are single use under races.
+use crate::harness::{code_in, spawn, spawn_with, TestApp, MAIL_WAIT, PUBLIC_URL};
+use serde_json::{json, Value};
+
+async fn last_flow_ip(t: &TestApp) -> Option<String> {
+    let rows = t.core().app.audit_page(0, None, 10_000).await.unwrap();
+    rows.iter()
+        .rev()
+        .find(|r| r.event.activity.as_str() == "flow_started")
+        .and_then(|r| r.event.client_ip.map(|ip| ip.to_string()))
+}
+
+async fn start_with(t: &TestApp, headers: &[(&str, &str)]) -> Value {
+    let mut req = t
+        .http
+        .post(format!("{}/api/v1/flows", t.base))
+        .json(&json!({"kind": "reset", "login": "alice"}));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let direct = spawn().await;
+    start_with(
+        &direct,
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=198.51.100.1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        last_flow_ip(&direct).await.as_deref(),
+        Some("127.0.0.1"),
+        "a client cannot pick its address"
+    );
+
+    let proxied = spawn_with(|raw| raw.server.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    start_with(&proxied, &[("x-forwarded-for", "1.2.3.4, 203.0.113.9")]).await;
+    assert_eq!(last_flow_ip(&proxied).await.as_deref(), Some("203.0.113.9"));
+    start_with(&proxied, &[("forwarded", "for=\"[2001:db8::5]:443\"")]).await;
+    assert_eq!(last_flow_ip(&proxied).await.as_deref(), Some("2001:db8::5"));
+}
+
+#[tokio::test]
+async fn links_come_only_from_public_url_whatever_the_request_headers_say() {
+    let t = spawn().await;
+    for i in 0..10 {
+        t.add_user(
+            &format!("user{i}"),
+            Some("Original-Pass-Word-1"),
+            Some(&format!("user{i}@home.example")),
+        )
+        .await;
+    }
+    let poison: [(&str, &str); 5] = [
+        ("host", "evil.example"),
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "host=evil.example;proto=http"),
+        ("x-forwarded-proto", "http"),
+        ("x-original-url", "http://evil.example/"),
+    ];
+    for n in 0..100 {
+        let user = format!("user{}", n % 10);
+        let (k, v) = poison[n % poison.len()];
+        let resp = t
+            .http
+            .post(format!("{}/api/v1/flows", t.base))
+            .header(k, v)
+            .json(&json!({"kind": "reset", "login": user}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let b: Value = resp.json().await.unwrap();
+        let resp = t
+            .http
+            .post(format!("{}/api/v1/flows/send", t.base))
+            .header(k, v)
+            .json(&json!({"flow": b["flow"], "method": b["methods"][0]["id"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+    }
+    for i in 0..10 {
+        let to = format!("user{i}@home.example");
+        let mails = t.sink.wait_for_count_to(&to, 10, MAIL_WAIT).await.unwrap();
+        for m in mails {
+            let body = m.text_body();
+            assert!(body.contains(PUBLIC_URL), "{body}");
+            assert!(!body.contains("evil.example"), "{body}");
+        }
+    }
+    assert_eq!(t.sink.messages().len(), 100);
+}
+
+#[tokio::test]
+async fn one_code_and_one_flow_succeed_once_under_twenty_parallel_submissions() {
+    let t = spawn().await;
+    t.add_user("racer", Some("Original-Pass-Word-1"), Some("racer@home.example"))
+        .await;
+    let (flow, method, _) = t.start("reset", "racer").await;
+    let code = t.send_and_read_code(&flow, &method, "racer@home.example").await;
+    let verify = json!({"flow": flow, "method": method, "code": code});
+    let results =
+        futures::future::join_all((0..20).map(|_| t.post("/api/v1/flows/verify", verify.clone()))).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 1, "{results:?}");
+
+    let set = json!({"flow": flow, "password": "Velvet-Lagoon-Orbit-42"});
+    let results =
+        futures::future::join_all((0..20).map(|_| t.post("/api/v1/flows/password", set.clone()))).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 1, "{results:?}");
+    assert!(results.iter().all(|(s, _)| *s == 200 || *s == 409), "{results:?}");
+    let resets = t
+        .audit_activities()
+        .await
+        .iter()
+        .filter(|a| a.as_str() == "password_reset")
+        .count();
+    assert_eq!(resets, 1);
+
+    // A registration code too.
+    let (_, b) = t.sign_in("racer", "Velvet-Lagoon-Orbit-42").await;
+    let token = b["token"].as_str().unwrap().to_owned();
+    let (s, b) = t
+        .authed(
+            reqwest::Method::POST,
+            "/api/v1/me/methods",
+            &token,
+            Some(json!({"type": "email", "address": "racer.second@example.org"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let mail = t
+        .sink
+        .wait_for_message_to("racer.second@example.org", MAIL_WAIT)
+        .await
+        .unwrap();
+    let code = code_in(&mail);
+    let path = format!("/api/v1/me/methods/{id}/verify");
+    let results = futures::future::join_all(
+        (0..20).map(|_| t.authed(reqwest::Method::POST, &path, &token, Some(json!({"code": code})))),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|(s, _)| *s == 200).count(),
+        1,
+        "{results:?}"
+    );
+}
