@@ -159,3 +159,57 @@ async fn one_code_and_one_flow_succeed_once_under_twenty_parallel_submissions() 
         "{results:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reset_or_a_change_ends_the_users_other_portal_sessions() {
+    let t = spawn().await;
+    t.add_user("sess", Some("Original-Pass-Word-1"), Some("sess@home.example"))
+        .await;
+    let me = |token: String| {
+        let t = &t;
+        async move {
+            t.authed(reqwest::Method::GET, "/api/v1/me/methods", &token, None)
+                .await
+                .0
+        }
+    };
+    let (_, b) = t.sign_in("sess", "Original-Pass-Word-1").await;
+    let before_reset = b["token"].as_str().unwrap().to_owned();
+    assert_eq!(me(before_reset.clone()).await, 200);
+
+    let (flow, method, _) = t.start("reset", "sess").await;
+    let code = t.send_and_read_code(&flow, &method, "sess@home.example").await;
+    t.post(
+        "/api/v1/flows/verify",
+        json!({"flow": flow, "method": method, "code": code}),
+    )
+    .await;
+    let (s, _) = t
+        .post(
+            "/api/v1/flows/password",
+            json!({"flow": flow, "password": "Velvet-Lagoon-Orbit-42"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        me(before_reset).await,
+        401,
+        "the session from before the reset is over"
+    );
+
+    let (_, b) = t.sign_in("sess", "Velvet-Lagoon-Orbit-42").await;
+    let before_change = b["token"].as_str().unwrap().to_owned();
+    assert_eq!(me(before_change.clone()).await, 200);
+    let (s, _) = t
+        .post(
+            "/api/v1/password/change",
+            json!({"login": "sess", "old_password": "Velvet-Lagoon-Orbit-42", "new_password": "Quartz-Ember-Saffron-77"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        me(before_change).await,
+        401,
+        "the session from before the change is over"
+    );
+}
