@@ -16,9 +16,11 @@
 //! messages that say what to do, never as panics.
 
 pub mod browser;
+mod ldif;
 pub mod samba;
 pub mod slapd;
 pub mod smtp;
+mod tools;
 
 pub use browser::Browser;
 pub use samba::{AdUser, SambaDc};

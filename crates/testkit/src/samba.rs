@@ -93,19 +93,23 @@
 //! [`SambaDc::shared`] instance does not outlive the tests. The template
 //! directory is removed the same way when the test process ends.
 
-use std::collections::hash_map::RandomState;
 use std::fs::File;
-use std::hash::BuildHasher as _;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
+
+use crate::ldif::{
+    attrs_as_text, base64_encode, capitalized, escape_dn_value, fresh_ou_name, ou_record, parse_ldif_attrs,
+    random_u64, read_entry_args, LdifRecord,
+};
+use crate::tools::{
+    check_success, ldap_bind_args, log_tail, reap_in_background, tool_failure, Runner, Running, TOOL_WITHIN,
+};
 
 /// The error text when Samba or the OpenLDAP client tools are not installed.
 pub const NOT_INSTALLED: &str = "Samba AD DC not found: install the Debian packages `samba \
@@ -125,12 +129,6 @@ const PROVISION_WITHIN: Duration = Duration::from_secs(300);
 /// Time limit for any other `samba-tool` run (Python start-up is slow on a
 /// busy machine).
 const SAMBA_TOOL_WITHIN: Duration = Duration::from_secs(120);
-/// Time limit for one run of an LDAP client tool, `cp`, `flock`, `openssl`.
-const TOOL_WITHIN: Duration = Duration::from_secs(30);
-/// Network timeout passed to the client tools (`-o nettimeout=`).
-const NET_TIMEOUT_SECS: u32 = 10;
-/// How long samba may take to exit after SIGTERM before it gets SIGKILL.
-const STOP_WITHIN: Duration = Duration::from_secs(10);
 /// How long [`SambaDc::restart`] retries while the address is still in use.
 const RESTART_RETRY_FOR: Duration = Duration::from_secs(10);
 /// Addresses tried by [`SambaDc::start`] when samba finds its ports taken.
@@ -146,8 +144,6 @@ const PROBE_CONNECT_WITHIN: Duration = Duration::from_secs(1);
 /// Samba's Unix sockets live below the DC's directory (`run/ncalrpc/...`),
 /// and `sun_path` holds 108 bytes: keep the directory short.
 const MAX_DIR_PATH: usize = 60;
-/// How much of samba's output goes into error messages.
-const LOG_TAIL: usize = 8 * 1024;
 /// The IP address written into the template's `smb.conf` (replaced in each
 /// copy).
 const TEMPLATE_IP: &str = "127.0.0.1";
@@ -162,31 +158,23 @@ const LOCKOUT_TIME_GUID: &str = "28630ebf-41d5-11d1-a9c1-0000f80367c1";
 /// schemaIDGUID of `pwdLastSet`.
 const PWD_LAST_SET_GUID: &str = "bf967a0a-0de6-11d0-a285-00aa003049e2";
 
-/// Runs samba under `sh` and stops it when stdin reaches EOF. Arguments:
-/// `$1` samba binary, `$2` directory. The shell's stderr is the DC's address
-/// lock file: it is kept open as fd 4 (inherited by samba) so the address
-/// stays locked until samba has exited. The shell prints samba's pid, then
-/// exits with samba's exit status. On EOF (our end of the pipe closed) it
-/// SIGTERMs samba (which also sees the EOF on its own stdin) and removes the
-/// directory once samba is gone; when samba exits for another reason
-/// ([`SambaDc::stop`] signals it directly, or it failed to start), the
-/// directory stays and the watcher is killed.
-const LAUNCH_SCRIPT: &str = r#"exec 3<&0 </dev/null 4>&2 2>/dev/null
+/// How the fixture runs its tools: `LDAPTLS_REQCERT=never` (samba's
+/// certificate is from a test CA), and a timeout error hides the bind
+/// password.
+const RUNNER: Runner = Runner {
+    env: &[("LDAPTLS_REQCERT", "never")],
+    hide_passwords: true,
+};
+
+/// Starts samba in the background under the supervising shell
+/// ([`Running::spawn`]). Arguments: `$1` samba binary, `$2` directory. The
+/// shell's stderr is the DC's address lock file: it is kept open as fd 4
+/// (inherited by samba) so the address stays locked until samba has exited.
+/// samba's stdin is the pipe too (`-i` exits at EOF). When samba exits for
+/// another reason than the pipe closing ([`SambaDc::stop`] signals it
+/// directly, or it failed to start), the directory stays.
+const LAUNCH_START: &str = r#"exec 3<&0 </dev/null 4>&2 2>/dev/null
 "$1" -i -M single -s "$2/etc/smb.conf" <&3 >>"$2/log/samba.out" 2>&1 3<&- &
-pid=$!
-echo "$pid"
-exec >/dev/null
-(
-  read -r _ <&3
-  : >"$2/closing"
-  kill -TERM "$pid" 2>/dev/null
-) &
-watcher=$!
-exec 3<&-
-wait "$pid"
-rc=$?
-if [ -e "$2/closing" ]; then rm -rf "$2"; else kill "$watcher" 2>/dev/null; fi
-exit "$rc"
 "#;
 
 /// Removes `$1` when stdin reaches EOF (the template directory, at the end
@@ -447,15 +435,12 @@ impl SambaDc {
 
     /// The last 8 KiB of samba's output (`log/samba.out`).
     pub fn log(&self) -> String {
-        log_tail(self.dir.path(), 0)
+        log_tail(&log_path(self.dir.path()), 0)
     }
 
     /// Whether samba is running (not stopped, and has not exited).
     pub fn is_running(&mut self) -> bool {
-        match self.running.as_mut().map(Running::try_exited) {
-            Some(Ok(None)) => true,
-            Some(Ok(Some(_)) | Err(_)) | None => false,
-        }
+        self.running.as_mut().is_some_and(Running::is_alive)
     }
 
     /// Stops samba (SIGTERM; SIGKILL after 10 s) and waits until it has
@@ -465,7 +450,7 @@ impl SambaDc {
         let Some(mut running) = self.running.take() else {
             return Ok(());
         };
-        running.terminate(&self.tools).await?;
+        running.terminate().await?;
         tracing::debug!(ip = self.ip(), "samba DC stopped");
         Ok(())
     }
@@ -505,13 +490,9 @@ impl SambaDc {
     /// not see each other's users. (Account names must still be unique in
     /// the whole domain: [`SambaDc::unique_name`].)
     pub async fn fresh_ou(&self) -> anyhow::Result<String> {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("t{n}-{:08x}", random_u64() & 0xffff_ffff);
+        let name = fresh_ou_name();
         let dn = format!("OU={name},{}", Self::BASE_DN);
-        let mut ldif = LdifRecord::add(&dn);
-        ldif.attr("objectClass", "organizationalUnit");
-        ldif.attr("ou", &name);
-        self.modify(&ldif.finish())
+        self.modify(&ou_record(&dn, &name))
             .await
             .with_context(|| format!("creating {dn}"))?;
         Ok(dn)
@@ -613,14 +594,10 @@ impl SambaDc {
     /// account.
     pub async fn modify_as(&self, who: &str, password: &str, ldif: &str) -> anyhow::Result<()> {
         let args = self.bind_args(who, password);
-        let output = run_tool(
-            &self.tools.ldapmodify,
-            &args,
-            Some(ldif.as_bytes().to_vec()),
-            TOOL_WITHIN,
-        )
-        .await?;
-        check_success(&format!("ldapmodify as {who}"), &output)
+        let what = format!("ldapmodify as {who}");
+        RUNNER
+            .ldapmodify(&self.tools.ldapmodify, &args, ldif, TOOL_WITHIN, &what)
+            .await
     }
 
     /// Reads attributes of the entry `dn` (`""`: the rootDSE) as
@@ -643,12 +620,7 @@ impl SambaDc {
         dn: &str,
         attrs: &[&str],
     ) -> anyhow::Result<Vec<(String, String)>> {
-        Ok(self
-            .read_bytes(who, password, dn, attrs)
-            .await?
-            .into_iter()
-            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-            .collect())
+        Ok(attrs_as_text(self.read_bytes(who, password, dn, attrs).await?))
     }
 
     /// Tries a simple bind over LDAPS as `who` (a UPN like
@@ -672,13 +644,7 @@ impl SambaDc {
             !password.is_empty(),
             "bind as {who}: an empty password is an unauthenticated bind, which succeeds"
         );
-        let mut args = self.bind_args(who, password);
-        args.extend(
-            ["-LLL", "-b", "", "-s", "base", "(objectClass=*)", "1.1"]
-                .iter()
-                .map(|s| s.to_string()),
-        );
-        let output = run_tool(&self.tools.ldapsearch, &args, None, TOOL_WITHIN).await?;
+        let output = try_bind(&self.tools, &self.ldaps_url(), who, password, TOOL_WITHIN).await?;
         match output.status.code() {
             Some(0) => Ok(None),
             Some(49) => Ok(Some(additional_info(&output.stderr))),
@@ -701,7 +667,9 @@ impl SambaDc {
         let what = format!("samba-tool {}", args.first().map_or("", String::as_str));
         args.push("-s".to_owned());
         args.push(self.conf_file().display().to_string());
-        let output = run_tool(&self.tools.samba_tool, &args, None, SAMBA_TOOL_WITHIN).await?;
+        let output = RUNNER
+            .run(&self.tools.samba_tool, &args, None, SAMBA_TOOL_WITHIN)
+            .await?;
         check_success(&what, &output)?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
@@ -783,29 +751,17 @@ impl SambaDc {
         attrs: &[&str],
     ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let mut args = self.bind_args(who, password);
-        args.extend(
-            [
-                "-LLL",
-                "-o",
-                "ldif-wrap=no",
-                "-b",
-                dn,
-                "-s",
-                "base",
-                "(objectClass=*)",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        args.extend(attrs.iter().map(|s| s.to_string()));
-        let output = run_tool(&self.tools.ldapsearch, &args, None, TOOL_WITHIN).await?;
+        args.extend(read_entry_args(dn, attrs));
+        let output = RUNNER
+            .run(&self.tools.ldapsearch, &args, None, TOOL_WITHIN)
+            .await?;
         check_success(&format!("ldapsearch of {dn:?} as {who}"), &output)?;
         parse_ldif_attrs(&String::from_utf8_lossy(&output.stdout))
             .with_context(|| format!("parsing ldapsearch output for {dn:?}"))
     }
 
     fn bind_args(&self, who: &str, password: &str) -> Vec<String> {
-        bind_args(&self.ldaps_url(), who, password)
+        ldap_bind_args(&self.ldaps_url(), who, password)
     }
 }
 
@@ -854,7 +810,9 @@ impl Template {
             format!("--option=usershare path={p}/usershares"),
             format!("--option=smb passwd file={p}/private/smbpasswd"),
         ]);
-        let output = run_tool(&tools.samba_tool, &args, None, PROVISION_WITHIN).await?;
+        let output = RUNNER
+            .run(&tools.samba_tool, &args, None, PROVISION_WITHIN)
+            .await?;
         check_success("samba-tool domain provision", &output)?;
         let provisioned = started.elapsed();
 
@@ -872,7 +830,9 @@ impl Template {
              --account-lockout-duration=30 --reset-account-lockout-after=30",
             &["-s", &conf_arg],
         );
-        let output = run_tool(&tools.samba_tool, &policy, None, SAMBA_TOOL_WITHIN).await?;
+        let output = RUNNER
+            .run(&tools.samba_tool, &policy, None, SAMBA_TOOL_WITHIN)
+            .await?;
         check_success("samba-tool domain passwordsettings set", &output)?;
 
         match &tools.openssl {
@@ -934,7 +894,7 @@ impl Drop for Janitor {
 
 /// An address `127.0.0.<host>` this fixture holds: an `flock` on
 /// `/tmp/gatehouse-samba-127.0.0.<host>.lock`, on the open file description
-/// of `file` (shared with the launch shell, see [`LAUNCH_SCRIPT`]).
+/// of `file` (shared with the launch shell, see [`LAUNCH_START`]).
 #[derive(Debug)]
 struct AddressLock {
     host: u8,
@@ -1020,95 +980,6 @@ async fn something_listens(ip: &str) -> bool {
     false
 }
 
-/// A running `sh` + samba (see [`LAUNCH_SCRIPT`]). Dropping it closes the
-/// pipe, so samba stops and the shell removes the directory.
-#[derive(Debug)]
-struct Running {
-    /// None once it has been waited for (then `exit` is set).
-    shell: Option<std::process::Child>,
-    exit: Option<ExitStatus>,
-    /// Our end of the shell's (and samba's) stdin.
-    keepalive: Option<std::process::ChildStdin>,
-    samba_pid: u32,
-}
-
-impl Running {
-    /// The exit status of the shell (= samba's) once it has exited.
-    fn try_exited(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        if self.exit.is_none() {
-            if let Some(shell) = self.shell.as_mut() {
-                self.exit = shell.try_wait()?;
-                if self.exit.is_some() {
-                    self.shell = None;
-                }
-            }
-        }
-        Ok(self.exit)
-    }
-
-    /// SIGTERM to samba, then waits for the shell to exit (SIGKILL to both
-    /// after [`STOP_WITHIN`]).
-    async fn terminate(&mut self, tools: &Tools) -> anyhow::Result<()> {
-        if self.try_exited()?.is_some() {
-            return Ok(());
-        }
-        signal(tools, "TERM", self.samba_pid).await;
-        if self.wait_exit(STOP_WITHIN).await? {
-            return Ok(());
-        }
-        tracing::warn!(
-            pid = self.samba_pid,
-            "samba ignored SIGTERM for {STOP_WITHIN:?}, killing it"
-        );
-        signal(tools, "KILL", self.samba_pid).await;
-        if let Some(shell) = self.shell.as_mut() {
-            if let Err(err) = shell.kill() {
-                tracing::debug!(%err, "samba shell already gone");
-            }
-        }
-        anyhow::ensure!(
-            self.wait_exit(Duration::from_secs(5)).await?,
-            "samba (pid {}) did not exit even after SIGKILL",
-            self.samba_pid
-        );
-        Ok(())
-    }
-
-    /// Polls until the shell has exited; false on timeout.
-    async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<bool> {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.try_exited().context("waiting for samba")?.is_some() {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // EOF on the shell's stdin: it SIGTERMs samba and removes the dir.
-        drop(self.keepalive.take());
-        if let Some(shell) = self.shell.take() {
-            reap_in_background(shell, "samba-reaper");
-        }
-    }
-}
-
-/// Waits for `child` on a thread (no zombie, no blocking of the caller).
-fn reap_in_background(mut child: std::process::Child, name: &str) {
-    let reaper = std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || child.wait());
-    if let Err(err) = reaper {
-        tracing::debug!(%err, "could not start the {name} thread");
-    }
-}
-
 enum LaunchError {
     /// samba could not bind its ports on this address (try another one).
     AddressInUse(anyhow::Error),
@@ -1118,7 +989,7 @@ enum LaunchError {
 /// Starts samba in `dir` (its `smb.conf` already names the address of
 /// `lock`) and waits for an LDAPS bind as the administrator.
 async fn launch(tools: &Tools, dir: &Path, lock: &AddressLock) -> Result<Running, LaunchError> {
-    let log_start = std::fs::metadata(dir.join("log/samba.out")).map_or(0, |m| m.len());
+    let log_start = std::fs::metadata(log_path(dir)).map_or(0, |m| m.len());
     let started = Instant::now();
     let mut running = spawn_shell(tools, dir, lock).await.map_err(LaunchError::Failed)?;
     let ip = lock.ip();
@@ -1131,7 +1002,7 @@ async fn launch(tools: &Tools, dir: &Path, lock: &AddressLock) -> Result<Running
             .context("polling samba")
             .map_err(LaunchError::Failed)?;
         if let Some(status) = exited {
-            let log = log_tail(dir, log_start);
+            let log = log_tail(&log_path(dir), log_start);
             let err = anyhow::anyhow!("samba on {ip} exited during startup ({status}); its output:\n{log}");
             let in_use = log.contains("ADDRESS_ALREADY_ASSOCIATED") || log.contains("Address already in use");
             return Err(if in_use {
@@ -1140,13 +1011,14 @@ async fn launch(tools: &Tools, dir: &Path, lock: &AddressLock) -> Result<Running
                 LaunchError::Failed(err)
             });
         }
-        let mut args = bind_args(&url, SambaDc::ADMIN, SambaDc::ADMIN_PW);
-        args.extend(
-            ["-LLL", "-b", "", "-s", "base", "(objectClass=*)", "1.1"]
-                .iter()
-                .map(|s| s.to_string()),
-        );
-        let probe = run_tool(&tools.ldapsearch, &args, None, Duration::from_secs(15)).await;
+        let probe = try_bind(
+            tools,
+            &url,
+            SambaDc::ADMIN,
+            SambaDc::ADMIN_PW,
+            Duration::from_secs(15),
+        )
+        .await;
         polls += 1;
         if matches!(&probe, Ok(output) if output.status.success()) {
             tracing::debug!(
@@ -1163,10 +1035,10 @@ async fn launch(tools: &Tools, dir: &Path, lock: &AddressLock) -> Result<Running
                 Err(err) => err,
             };
             // Best effort: dropping `running` closes the pipe as well.
-            let _ = running.terminate(tools).await;
+            let _ = running.terminate().await;
             return Err(LaunchError::Failed(last.context(format!(
                 "samba on {ip}: no successful LDAPS bind within {READY_WITHIN:?}; its output:\n{}",
-                log_tail(dir, log_start)
+                log_tail(&log_path(dir), log_start)
             ))));
         }
         tokio::time::sleep(READY_POLL_EVERY).await;
@@ -1178,87 +1050,32 @@ async fn spawn_shell(tools: &Tools, dir: &Path, lock: &AddressLock) -> anyhow::R
         .file
         .try_clone()
         .context("duplicating the address lock handle for samba")?;
-    let mut shell = std::process::Command::new(&tools.sh)
-        .arg("-c")
-        .arg(LAUNCH_SCRIPT)
-        .arg("gatehouse-samba")
-        .arg(&tools.samba)
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(lock_handle))
-        .spawn()
-        .with_context(|| format!("starting {} for samba", tools.sh.display()))?;
-    let keepalive = shell.stdin.take();
-    let stdout = shell.stdout.take();
-    // From here on, dropping `running` stops everything.
-    let mut running = Running {
-        shell: Some(shell),
-        exit: None,
-        keepalive,
-        samba_pid: 0,
-    };
-    let stdout = stdout.context("samba shell has no stdout")?;
-    // The shell prints samba's pid right after forking it.
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .context("reading samba's pid")?
-    .context("reading samba's pid")?;
-    running.samba_pid = line
-        .trim()
-        .parse()
-        .with_context(|| format!("samba shell printed {line:?} instead of a pid"))?;
-    Ok(running)
+    let args = [tools.samba.as_os_str(), dir.as_os_str()];
+    Running::spawn("samba", &tools.sh, LAUNCH_START, &args, Stdio::from(lock_handle)).await
 }
 
-/// Sends a signal with the shell's `kill` builtin; failures (the process is
-/// already gone) are only logged.
-async fn signal(tools: &Tools, signal: &str, pid: u32) {
-    let result = tokio::process::Command::new(&tools.sh)
-        .args(["-c", "kill -s \"$1\" \"$2\"", "kill", signal, &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    match result {
-        Ok(status) if status.success() => {}
-        Ok(status) => tracing::debug!(pid, signal, %status, "kill failed (process gone?)"),
-        Err(err) => tracing::debug!(pid, signal, %err, "could not run kill"),
-    }
-}
-
-/// Simple-bind arguments for the OpenLDAP client tools.
-fn bind_args(url: &str, who: &str, password: &str) -> Vec<String> {
-    [
-        "-x",
-        "-H",
-        url,
-        "-D",
-        who,
-        "-w",
-        password,
-        "-o",
-        &format!("nettimeout={NET_TIMEOUT_SECS}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// Tries a simple bind as `who` on `url` with `password` (a base search of
+/// the rootDSE for no attributes); the output is ldapsearch's.
+async fn try_bind(
+    tools: &Tools,
+    url: &str,
+    who: &str,
+    password: &str,
+    within: Duration,
+) -> anyhow::Result<Output> {
+    let mut args = ldap_bind_args(url, who, password);
+    args.extend(
+        ["-LLL", "-b", "", "-s", "base", "(objectClass=*)", "1.1"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    RUNNER.run(&tools.ldapsearch, &args, None, within).await
 }
 
 /// A temporary directory with a short path: under `$TMPDIR` when that is
 /// short, else under `/tmp`.
 fn make_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
-    let tmp = std::env::temp_dir();
-    let fits = tmp.as_os_str().len() + 1 + prefix.len() + 6 < MAX_DIR_PATH;
-    let base = if fits { tmp } else { PathBuf::from("/tmp") };
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(&base)
-        .with_context(|| format!("creating samba's temporary directory in {}", base.display()))
+    crate::tools::short_temp_dir("samba", prefix, MAX_DIR_PATH)
 }
 
 /// `cp -a from/. to` (ownership, modes and the sparse ldb files kept).
@@ -1268,7 +1085,7 @@ async fn copy_dir(tools: &Tools, from: &Path, to: &Path) -> anyhow::Result<()> {
         format!("{}/.", from.display()),
         to.display().to_string(),
     ];
-    let output = run_tool(&tools.cp, &args, None, TOOL_WITHIN).await?;
+    let output = RUNNER.run(&tools.cp, &args, None, TOOL_WITHIN).await?;
     check_success(
         &format!("copying the template {} to {}", from.display(), to.display()),
         &output,
@@ -1277,6 +1094,11 @@ async fn copy_dir(tools: &Tools, from: &Path, to: &Path) -> anyhow::Result<()> {
 
 fn conf_path(dir: &Path) -> PathBuf {
     dir.join("etc/smb.conf")
+}
+
+/// samba's output.
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("log/samba.out")
 }
 
 /// Writes `dir`'s `smb.conf`: the template's, with the template's path
@@ -1368,7 +1190,7 @@ async fn make_tls_files(openssl: &Path, tls: &Path) -> anyhow::Result<()> {
         ),
     ];
     for args in &steps {
-        let output = run_tool(openssl, args, None, TOOL_WITHIN).await?;
+        let output = RUNNER.run(openssl, args, None, TOOL_WITHIN).await?;
         check_success(
             &format!("openssl {}", args.first().map_or("", String::as_str)),
             &output,
@@ -1408,19 +1230,6 @@ fn relative_to_base(dn: &str) -> anyhow::Result<String> {
         .with_context(|| format!("OU {dn:?} is not below {}", SambaDc::BASE_DN))
 }
 
-fn capitalized(name: &str) -> String {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
-fn random_u64() -> u64 {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    RandomState::new().hash_one((std::process::id(), n, std::time::Instant::now()))
-}
-
 /// A password that meets the domain policy and nobody can guess.
 fn strong_password() -> String {
     format!("Gh-{:016x}-Pw9!", random_u64())
@@ -1456,270 +1265,10 @@ fn additional_info(stderr: &[u8]) -> String {
         .unwrap_or_else(|| text.trim().to_owned())
 }
 
-/// One LDIF record (values via [`ldif_line`]).
-struct LdifRecord(String);
-
-impl LdifRecord {
-    /// A `changetype: add` record.
-    fn add(dn: &str) -> LdifRecord {
-        let mut record = LdifRecord(String::new());
-        record.attr("dn", dn);
-        record.attr("changetype", "add");
-        record
-    }
-
-    /// A `changetype: modify` record (add changes with
-    /// [`LdifRecord::replace`]).
-    fn modify(dn: &str) -> LdifRecord {
-        let mut record = LdifRecord(String::new());
-        record.attr("dn", dn);
-        record.attr("changetype", "modify");
-        record
-    }
-
-    fn attr(&mut self, name: &str, value: &str) {
-        self.0.push_str(&ldif_line(name, value));
-    }
-
-    /// `replace: <name>` with one value.
-    fn replace(&mut self, name: &str, value: &str) {
-        self.attr("replace", name);
-        self.attr(name, value);
-        self.0.push_str("-\n");
-    }
-
-    /// The record with its terminating empty line.
-    fn finish(mut self) -> String {
-        self.0.push('\n');
-        self.0
-    }
-}
-
-/// `name: value\n`, or `name:: base64\n` when `value` is not a
-/// SAFE-STRING (RFC 2849).
-fn ldif_line(name: &str, value: &str) -> String {
-    let starts_ok = !matches!(value.bytes().next(), Some(b' ' | b':' | b'<'));
-    let safe = starts_ok
-        && !value.ends_with(' ')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii() && !matches!(b, 0 | b'\n' | b'\r'));
-    if safe {
-        format!("{name}: {value}\n")
-    } else {
-        format!("{name}:: {}\n", base64_encode(value.as_bytes()))
-    }
-}
-
-/// Escapes an RDN value (RFC 4514).
-fn escape_dn_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        if c == '\0' {
-            out.push_str("\\00");
-            continue;
-        }
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
-            || (i == 0 && matches!(c, ' ' | '#'))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The attribute values in `ldapsearch -LLL` output (entries' `dn:` lines
-/// are skipped), base64 values decoded.
-fn parse_ldif_attrs(text: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut lines: Vec<String> = Vec::new();
-    for line in text.lines() {
-        if let (Some(rest), Some(last)) = (line.strip_prefix(' '), lines.last_mut()) {
-            last.push_str(rest);
-        } else {
-            lines.push(line.to_owned());
-        }
-    }
-    let mut attrs = Vec::new();
-    for line in lines {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, rest) = line
-            .split_once(':')
-            .with_context(|| format!("LDIF line without a colon: {line:?}"))?;
-        if name.eq_ignore_ascii_case("dn") {
-            continue;
-        }
-        let value = if let Some(encoded) = rest.strip_prefix(':') {
-            base64_decode(encoded.trim())
-                .with_context(|| format!("bad base64 in the value of {name}: {encoded:?}"))?
-        } else if rest.starts_with('<') {
-            anyhow::bail!("URL values are not supported: {line:?}");
-        } else {
-            rest.trim_start_matches(' ').as_bytes().to_vec()
-        };
-        attrs.push((name.to_ascii_lowercase(), value));
-    }
-    Ok(attrs)
-}
-
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
-            if i <= chunk.len() {
-                let index = usize::try_from((n >> shift) & 0x3f).unwrap_or(0);
-                out.push(char::from(BASE64_ALPHABET.get(index).copied().unwrap_or(b'A')));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        if c == b'=' {
-            break;
-        }
-        let value = BASE64_ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .with_context(|| format!("invalid base64 character {:?}", char::from(c)))?;
-        acc = ((acc << 6) | u32::try_from(value).unwrap_or(0)) & 0xff_ffff;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xff).unwrap_or(0));
-        }
-    }
-    Ok(out)
-}
-
-/// samba's output from byte `from` on (its last [`LOG_TAIL`] bytes).
-fn log_tail(dir: &Path, from: u64) -> String {
-    let bytes = std::fs::read(dir.join("log/samba.out")).unwrap_or_default();
-    let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
-    let tail = bytes.get(from..).unwrap_or_default();
-    let tail = tail
-        .get(tail.len().saturating_sub(LOG_TAIL)..)
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(tail).trim().to_owned();
-    if text.is_empty() {
-        "(empty)".to_owned()
-    } else {
-        text
-    }
-}
-
-/// Runs `program` (stdin fed from `input`, closed when `None`) with
-/// `LDAPTLS_REQCERT=never` (samba's certificate is from a test CA), killing
-/// it after `within`. A non-zero exit is not an error here.
-async fn run_tool(
-    program: &Path,
-    args: &[String],
-    input: Option<Vec<u8>>,
-    within: Duration,
-) -> anyhow::Result<Output> {
-    let name = program.file_name().map_or_else(
-        || program.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .env("LDAPTLS_REQCERT", "never")
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    let stdin = child.stdin.take();
-    let feed = async move {
-        if let (Some(mut stdin), Some(input)) = (stdin, input) {
-            // A tool that stops early closes the pipe; its stderr says why.
-            if let Err(err) = stdin.write_all(&input).await {
-                tracing::debug!(%err, "writing to the tool's stdin failed");
-            }
-        }
-    };
-    let run = async { tokio::join!(feed, child.wait_with_output()).1 };
-    match tokio::time::timeout(within, run).await {
-        Ok(output) => output.with_context(|| format!("running {name}")),
-        Err(_) => anyhow::bail!(
-            "{name} {} did not finish within {within:?}",
-            redact(args).join(" ")
-        ),
-    }
-}
-
-/// `args` with the value after `-w` (a password) hidden.
-fn redact(args: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut hide_next = false;
-    for arg in args {
-        out.push(if hide_next { "***".to_owned() } else { arg.clone() });
-        hide_next = arg == "-w";
-    }
-    out
-}
-
-fn check_success(what: &str, output: &Output) -> anyhow::Result<()> {
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(tool_failure(what, output))
-    }
-}
-
-fn tool_failure(what: &str, output: &Output) -> anyhow::Error {
-    let text = |bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.trim();
-        let start = text.len().saturating_sub(4096);
-        let start = (start..text.len())
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(text.len());
-        text.get(start..).unwrap_or_default().to_owned()
-    };
-    let exit = output
-        .status
-        .code()
-        .map_or_else(|| output.status.to_string(), |code| format!("exit code {code}"));
-    anyhow::anyhow!(
-        "{what} failed ({exit}): {}{}",
-        text(&output.stderr),
-        match text(&output.stdout) {
-            out if out.is_empty() => String::new(),
-            out => format!("\n(stdout: {out})"),
-        }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ldif::base64_decode;
 
     #[test]
     fn unicode_pwd_is_quoted_utf16le_base64() {
@@ -1812,10 +1361,6 @@ DSID-0C0903A9, comment: AcceptSecurityContext error, data 52e, v1db1\n";
             "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 52e, v1db1"
         );
         assert_eq!(additional_info(b" other \n"), "other");
-        assert_eq!(
-            redact(&["-D".into(), "x".into(), "-w".into(), "secret".into()]),
-            ["-D", "x", "-w", "***"]
-        );
     }
 
     #[tokio::test]

@@ -70,18 +70,20 @@
 //! slapd with SIGTERM and removes the temporary directory, so even the
 //! never-dropped [`Slapd::shared`] instance does not outlive the tests.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher as _;
-use std::io::{BufRead as _, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
+
+use crate::ldif::{
+    attrs_as_text, capitalized, escape_dn_value, fresh_ou_name, ldif_line, ou_record, parse_ldif_attrs,
+    read_entry_args, LdifRecord,
+};
+use crate::tools::{check_success, ldap_bind_args, log_tail, tool_failure, Runner, Running, TOOL_WITHIN};
 
 /// The error text when slapd or the OpenLDAP client tools are not installed.
 pub const NOT_INSTALLED: &str = "OpenLDAP not found: install the Debian packages `slapd ldap-utils` \
@@ -95,43 +97,25 @@ const READY_POLL_EVERY: Duration = Duration::from_millis(20);
 const PORT_ATTEMPTS: usize = 5;
 /// How long [`Slapd::restart`] retries a port that is still in use.
 const RESTART_PORT_RETRY_FOR: Duration = Duration::from_secs(5);
-/// How long slapd may take to exit after SIGTERM before it gets SIGKILL.
-const STOP_WITHIN: Duration = Duration::from_secs(10);
-/// Time limit for one run of an LDAP client tool or slapadd.
-const TOOL_WITHIN: Duration = Duration::from_secs(30);
-/// Network timeout passed to the client tools (`-o nettimeout=`).
-const NET_TIMEOUT_SECS: u32 = 10;
 /// ldapi socket paths must fit in `sun_path` (108 bytes on Linux).
 const MAX_SOCKET_PATH: usize = 100;
-/// How much of slapd's log goes into error messages.
-const LOG_TAIL: usize = 8 * 1024;
 
-/// Runs slapd under `sh` and stops it when stdin reaches EOF. Arguments:
-/// `$1` slapd binary, `$2` directory, `$3` listener URLs. It prints slapd's
-/// pid, then exits with slapd's exit status. On EOF (our end of the pipe
-/// closed) it SIGTERMs slapd and removes the directory once slapd is gone;
-/// when slapd exits for another reason ([`Slapd::stop`] signals it
-/// directly), the directory stays and the watcher is killed.
-const LAUNCH_SCRIPT: &str = r#"exec 3<&0 </dev/null
+/// How the fixture runs its tools: as they are; a timeout error shows the
+/// command line with the bind password hidden.
+const RUNNER: Runner = Runner {
+    env: &[],
+    hide_passwords: true,
+};
+
+/// Starts slapd in the background under the supervising shell
+/// ([`Running::spawn`]). Arguments: `$1` slapd binary, `$2` directory, `$3`
+/// listener URLs. When slapd exits for another reason than the pipe closing
+/// ([`Slapd::stop`] signals it directly), the directory stays.
+const LAUNCH_START: &str = r#"exec 3<&0 </dev/null
 "$1" -F "$2/slapd.d" -h "$3" -d none >>"$2/slapd.log" 2>&1 3<&- &
-pid=$!
-echo "$pid"
-exec >/dev/null
-(
-  read -r _ <&3
-  : >"$2/closing"
-  kill -TERM "$pid" 2>/dev/null
-) &
-watcher=$!
-exec 3<&-
-wait "$pid"
-rc=$?
-if [ -e "$2/closing" ]; then rm -rf "$2"; else kill "$watcher" 2>/dev/null; fi
-exit "$rc"
 "#;
 
 static SHARED: OnceCell<Slapd> = OnceCell::const_new();
-static OU_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A user for [`Slapd::add_user`]: an `inetOrgPerson` (plus
 /// [`Slapd::PERSONAL_EMAIL_CLASS`]) `uid=<uid>,<ou>` with `cn` "<Uid>
@@ -302,15 +286,12 @@ impl Slapd {
     /// The last 8 KiB of slapd's log. slapd runs with `-d none`: only
     /// errors and its start and stop lines (`-d 0` would hide errors too).
     pub fn log(&self) -> String {
-        log_tail(self.dir.path(), 0)
+        log_tail(&log_path(self.dir.path()), 0)
     }
 
     /// Whether slapd is running (not stopped, and has not exited).
     pub fn is_running(&mut self) -> bool {
-        match self.running.as_mut().map(Running::try_exited) {
-            Some(Ok(None)) => true,
-            Some(Ok(Some(_)) | Err(_)) | None => false,
-        }
+        self.running.as_mut().is_some_and(Running::is_alive)
     }
 
     /// Stops slapd (SIGTERM; SIGKILL after 10 s) and waits until it has
@@ -320,7 +301,7 @@ impl Slapd {
         let Some(mut running) = self.running.take() else {
             return Ok(());
         };
-        running.terminate(&self.tools).await?;
+        running.terminate().await?;
         tracing::debug!(port = self.port, "slapd stopped");
         Ok(())
     }
@@ -359,14 +340,15 @@ impl Slapd {
 
     async fn modify_within(&self, ldif: &str, within: Duration) -> anyhow::Result<()> {
         let args = self.root_args();
-        let output = run_tool(
-            &self.tools.ldapmodify,
-            &args,
-            Some(ldif.as_bytes().to_vec()),
-            within,
-        )
-        .await?;
-        check_success("ldapmodify as the rootdn", &output)
+        RUNNER
+            .ldapmodify(
+                &self.tools.ldapmodify,
+                &args,
+                ldif,
+                within,
+                "ldapmodify as the rootdn",
+            )
+            .await
     }
 
     /// Runs `ldapmodify` over [`Slapd::ldapi_url`] with SASL EXTERNAL, the
@@ -378,28 +360,19 @@ impl Slapd {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let output = run_tool(
-            &self.tools.ldapmodify,
-            &args,
-            Some(ldif.as_bytes().to_vec()),
-            TOOL_WITHIN,
-        )
-        .await?;
-        check_success("ldapmodify on cn=config (ldapi, EXTERNAL)", &output)
+        let what = "ldapmodify on cn=config (ldapi, EXTERNAL)";
+        RUNNER
+            .ldapmodify(&self.tools.ldapmodify, &args, ldif, TOOL_WITHIN, what)
+            .await
     }
 
     /// Creates a new, uniquely named OU below [`Slapd::PEOPLE_DN`]
     /// (`ou=t<counter>-<random>`) and returns its DN, so tests sharing one
     /// slapd do not see each other's users.
     pub async fn fresh_ou(&self) -> anyhow::Result<String> {
-        let n = OU_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let random = RandomState::new().hash_one((std::process::id(), n, std::time::Instant::now()));
-        let name = format!("t{n}-{:08x}", random & 0xffff_ffff);
+        let name = fresh_ou_name();
         let dn = format!("ou={name},{}", Self::PEOPLE_DN);
-        let mut ldif = LdifRecord::add(&dn);
-        ldif.attr("objectClass", "organizationalUnit");
-        ldif.attr("ou", &name);
-        self.modify(&ldif.finish())
+        self.modify(&ou_record(&dn, &name))
             .await
             .with_context(|| format!("creating {dn}"))?;
         Ok(dn)
@@ -473,24 +446,13 @@ impl Slapd {
     /// error, a missing attribute is just absent.
     pub async fn read(&self, dn: &str, attrs: &[&str]) -> anyhow::Result<Vec<(String, String)>> {
         let mut args = self.root_args();
-        args.extend(
-            [
-                "-LLL",
-                "-o",
-                "ldif-wrap=no",
-                "-b",
-                dn,
-                "-s",
-                "base",
-                "(objectClass=*)",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        args.extend(attrs.iter().map(|s| s.to_string()));
-        let output = run_tool(&self.tools.ldapsearch, &args, None, TOOL_WITHIN).await?;
+        args.extend(read_entry_args(dn, attrs));
+        let output = RUNNER
+            .run(&self.tools.ldapsearch, &args, None, TOOL_WITHIN)
+            .await?;
         check_success(&format!("ldapsearch of {dn}"), &output)?;
         parse_ldif_attrs(&String::from_utf8_lossy(&output.stdout))
+            .map(attrs_as_text)
             .with_context(|| format!("parsing ldapsearch output for {dn}"))
     }
 
@@ -545,105 +507,7 @@ impl Slapd {
     }
 
     fn root_args(&self) -> Vec<String> {
-        [
-            "-x",
-            "-H",
-            &self.url(),
-            "-D",
-            Self::ROOT_DN,
-            "-w",
-            Self::ROOT_PW,
-            "-o",
-            &format!("nettimeout={NET_TIMEOUT_SECS}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-}
-
-/// A running `sh` + slapd (see [`LAUNCH_SCRIPT`]). Dropping it closes the
-/// pipe, so the shell stops slapd and removes the directory.
-#[derive(Debug)]
-struct Running {
-    /// None once it has been waited for (then `exit` is set).
-    shell: Option<std::process::Child>,
-    exit: Option<ExitStatus>,
-    /// Our end of the shell's stdin: the shell stops slapd when it closes.
-    keepalive: Option<std::process::ChildStdin>,
-    slapd_pid: u32,
-}
-
-impl Running {
-    /// The exit status of the shell (= slapd's) once it has exited.
-    fn try_exited(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        if self.exit.is_none() {
-            if let Some(shell) = self.shell.as_mut() {
-                self.exit = shell.try_wait()?;
-                if self.exit.is_some() {
-                    self.shell = None;
-                }
-            }
-        }
-        Ok(self.exit)
-    }
-
-    /// SIGTERM to slapd, then waits for the shell to exit (SIGKILL to both
-    /// after [`STOP_WITHIN`]).
-    async fn terminate(&mut self, tools: &Tools) -> anyhow::Result<()> {
-        if self.try_exited()?.is_some() {
-            return Ok(());
-        }
-        signal(tools, "TERM", self.slapd_pid).await;
-        if self.wait_exit(STOP_WITHIN).await? {
-            return Ok(());
-        }
-        tracing::warn!(
-            pid = self.slapd_pid,
-            "slapd ignored SIGTERM for {STOP_WITHIN:?}, killing it"
-        );
-        signal(tools, "KILL", self.slapd_pid).await;
-        if let Some(shell) = self.shell.as_mut() {
-            if let Err(err) = shell.kill() {
-                tracing::debug!(%err, "slapd shell already gone");
-            }
-        }
-        anyhow::ensure!(
-            self.wait_exit(Duration::from_secs(5)).await?,
-            "slapd (pid {}) did not exit even after SIGKILL",
-            self.slapd_pid
-        );
-        Ok(())
-    }
-
-    /// Polls until the shell has exited; false on timeout.
-    async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<bool> {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.try_exited().context("waiting for slapd")?.is_some() {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // EOF on the shell's stdin: it SIGTERMs slapd and removes the dir.
-        drop(self.keepalive.take());
-        if let Some(mut shell) = self.shell.take() {
-            // Reap the shell without blocking this thread (no zombies).
-            let reaper = std::thread::Builder::new()
-                .name("slapd-reaper".to_owned())
-                .spawn(move || shell.wait());
-            if let Err(err) = reaper {
-                tracing::debug!(%err, "could not start the slapd reaper thread");
-            }
-        }
+        ldap_bind_args(&self.url(), Self::ROOT_DN, Self::ROOT_PW)
     }
 }
 
@@ -655,9 +519,10 @@ enum LaunchError {
 
 /// Starts slapd in `dir` on `port` and waits for a root bind.
 async fn launch(tools: &Tools, dir: &Path, port: u16) -> Result<Running, LaunchError> {
-    let log_start = std::fs::metadata(dir.join("slapd.log")).map_or(0, |m| m.len());
+    let log_start = std::fs::metadata(log_path(dir)).map_or(0, |m| m.len());
     let urls = format!("ldap://127.0.0.1:{port}/ {}", ldapi_url(dir));
-    let mut running = spawn_shell(tools, dir, &urls)
+    let args = [tools.slapd.as_os_str(), dir.as_os_str(), OsStr::new(&urls)];
+    let mut running = Running::spawn("slapd", &tools.sh, LAUNCH_START, &args, Stdio::null())
         .await
         .map_err(LaunchError::Failed)?;
     let url = format!("ldap://127.0.0.1:{port}");
@@ -668,7 +533,7 @@ async fn launch(tools: &Tools, dir: &Path, port: u16) -> Result<Running, LaunchE
             .context("polling slapd")
             .map_err(LaunchError::Failed)?;
         if let Some(status) = exited {
-            let log = log_tail(dir, log_start);
+            let log = log_tail(&log_path(dir), log_start);
             let err =
                 anyhow::anyhow!("slapd on port {port} exited during startup ({status}); its log:\n{log}");
             let port_taken = log.contains("errno=98")
@@ -698,68 +563,13 @@ async fn launch(tools: &Tools, dir: &Path, port: u16) -> Result<Running, LaunchE
                 Err(err) => err,
             };
             // Best effort: dropping `running` closes the pipe as well.
-            let _ = running.terminate(tools).await;
+            let _ = running.terminate().await;
             return Err(LaunchError::Failed(last.context(format!(
                 "slapd on port {port}: no successful root bind within {READY_WITHIN:?}; its log:\n{}",
-                log_tail(dir, log_start)
+                log_tail(&log_path(dir), log_start)
             ))));
         }
         tokio::time::sleep(READY_POLL_EVERY).await;
-    }
-}
-
-async fn spawn_shell(tools: &Tools, dir: &Path, urls: &str) -> anyhow::Result<Running> {
-    let mut shell = std::process::Command::new(&tools.sh)
-        .arg("-c")
-        .arg(LAUNCH_SCRIPT)
-        .arg("gatehouse-slapd")
-        .arg(&tools.slapd)
-        .arg(dir)
-        .arg(urls)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {} for slapd", tools.sh.display()))?;
-    let keepalive = shell.stdin.take();
-    let stdout = shell.stdout.take();
-    // From here on, dropping `running` stops everything.
-    let mut running = Running {
-        shell: Some(shell),
-        exit: None,
-        keepalive,
-        slapd_pid: 0,
-    };
-    let stdout = stdout.context("slapd shell has no stdout")?;
-    // The shell prints slapd's pid right after forking it.
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .context("reading slapd's pid")?
-    .context("reading slapd's pid")?;
-    running.slapd_pid = line
-        .trim()
-        .parse()
-        .with_context(|| format!("slapd shell printed {line:?} instead of a pid"))?;
-    Ok(running)
-}
-
-/// Sends a signal with the shell's `kill` builtin; failures (the process is
-/// already gone) are only logged.
-async fn signal(tools: &Tools, signal: &str, pid: u32) {
-    let result = tokio::process::Command::new(&tools.sh)
-        .args(["-c", "kill -s \"$1\" \"$2\"", "kill", signal, &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    match result {
-        Ok(status) if status.success() => {}
-        Ok(status) => tracing::debug!(pid, signal, %status, "kill failed (process gone?)"),
-        Err(err) => tracing::debug!(pid, signal, %err, "could not run kill"),
     }
 }
 
@@ -770,34 +580,14 @@ async fn whoami(
     password: &str,
     within: Duration,
 ) -> anyhow::Result<Output> {
-    let args: Vec<String> = [
-        "-x",
-        "-H",
-        url,
-        "-D",
-        dn,
-        "-w",
-        password,
-        "-o",
-        &format!("nettimeout={NET_TIMEOUT_SECS}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    run_tool(&tools.ldapwhoami, &args, None, within).await
+    let args = ldap_bind_args(url, dn, password);
+    RUNNER.run(&tools.ldapwhoami, &args, None, within).await
 }
 
 /// A temporary directory with a path short enough for the ldapi socket:
 /// under `$TMPDIR` when that is short, else under `/tmp`.
 fn make_dir() -> anyhow::Result<tempfile::TempDir> {
-    let tmp = std::env::temp_dir();
-    // "gh-slapd-" + 6 random characters + "/ldapi"
-    let fits = tmp.as_os_str().len() + 1 + 15 + 6 < MAX_SOCKET_PATH;
-    let base = if fits { tmp } else { PathBuf::from("/tmp") };
-    let dir = tempfile::Builder::new()
-        .prefix("gh-slapd-")
-        .tempdir_in(&base)
-        .with_context(|| format!("creating slapd's temporary directory in {}", base.display()))?;
+    let dir = crate::tools::short_temp_dir("slapd", "gh-slapd-", MAX_SOCKET_PATH - "/ldapi".len())?;
     for sub in ["slapd.d", "db"] {
         let path = dir.path().join(sub);
         std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -828,7 +618,7 @@ async fn build_database(tools: &Tools, dir: &Path) -> anyhow::Result<()> {
             "-l".to_owned(),
             ldif.display().to_string(),
         ];
-        let output = run_tool(&tools.slapadd, &args, None, TOOL_WITHIN).await?;
+        let output = RUNNER.run(&tools.slapadd, &args, None, TOOL_WITHIN).await?;
         check_success(&format!("slapadd -n{db} of {}", ldif.display()), &output)?;
     }
     Ok(())
@@ -998,11 +788,7 @@ fn user_dn(uid: &str, ou_dn: &str) -> String {
 }
 
 fn user_attrs(ldif: &mut LdifRecord, user: &LdapUser<'_>) {
-    let mut chars = user.uid.chars();
-    let capitalized: String = chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default();
+    let capitalized = capitalized(user.uid);
     ldif.attr("objectClass", "inetOrgPerson");
     ldif.attr("objectClass", Slapd::PERSONAL_EMAIL_CLASS);
     ldif.attr("uid", user.uid);
@@ -1022,150 +808,6 @@ fn user_attrs(ldif: &mut LdifRecord, user: &LdapUser<'_>) {
     }
 }
 
-/// One LDIF record (values via [`ldif_line`]).
-struct LdifRecord(String);
-
-impl LdifRecord {
-    /// A `changetype: add` record (for ldapmodify).
-    fn add(dn: &str) -> LdifRecord {
-        let mut record = LdifRecord(String::new());
-        record.attr("dn", dn);
-        record.attr("changetype", "add");
-        record
-    }
-
-    fn attr(&mut self, name: &str, value: &str) {
-        self.0.push_str(&ldif_line(name, value));
-    }
-
-    /// The record with its terminating empty line.
-    fn finish(mut self) -> String {
-        self.0.push('\n');
-        self.0
-    }
-}
-
-/// `name: value\n`, or `name:: base64\n` when `value` is not a
-/// SAFE-STRING (RFC 2849).
-fn ldif_line(name: &str, value: &str) -> String {
-    if is_safe_ldif_value(value) {
-        format!("{name}: {value}\n")
-    } else {
-        format!("{name}:: {}\n", base64_encode(value.as_bytes()))
-    }
-}
-
-fn is_safe_ldif_value(value: &str) -> bool {
-    let starts_ok = !matches!(value.bytes().next(), Some(b' ' | b':' | b'<'));
-    let ends_ok = !value.ends_with(' ');
-    starts_ok
-        && ends_ok
-        && value
-            .bytes()
-            .all(|b| b.is_ascii() && !matches!(b, 0 | b'\n' | b'\r'))
-}
-
-/// Escapes an RDN value (RFC 4514).
-fn escape_dn_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
-            || (i == 0 && matches!(c, ' ' | '#'))
-            || (i == last && c == ' ');
-        if c == '\0' {
-            out.push_str("\\00");
-            continue;
-        }
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The attribute values in `ldapsearch -LLL` output (entries' `dn:` lines
-/// are skipped).
-fn parse_ldif_attrs(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut lines: Vec<String> = Vec::new();
-    for line in text.lines() {
-        if let (Some(rest), Some(last)) = (line.strip_prefix(' '), lines.last_mut()) {
-            last.push_str(rest);
-        } else {
-            lines.push(line.to_owned());
-        }
-    }
-    let mut attrs = Vec::new();
-    for line in lines {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, rest) = line
-            .split_once(':')
-            .with_context(|| format!("LDIF line without a colon: {line:?}"))?;
-        if name.eq_ignore_ascii_case("dn") {
-            continue;
-        }
-        let value = if let Some(encoded) = rest.strip_prefix(':') {
-            let bytes = base64_decode(encoded.trim())
-                .with_context(|| format!("bad base64 in the value of {name}: {encoded:?}"))?;
-            String::from_utf8_lossy(&bytes).into_owned()
-        } else if rest.starts_with('<') {
-            anyhow::bail!("URL values are not supported: {line:?}");
-        } else {
-            rest.trim_start_matches(' ').to_owned()
-        };
-        attrs.push((name.to_ascii_lowercase(), value));
-    }
-    Ok(attrs)
-}
-
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
-            if i <= chunk.len() {
-                let index = usize::try_from((n >> shift) & 0x3f).unwrap_or(0);
-                out.push(char::from(BASE64_ALPHABET.get(index).copied().unwrap_or(b'A')));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        if c == b'=' {
-            break;
-        }
-        let value = BASE64_ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .with_context(|| format!("invalid base64 character {:?}", char::from(c)))?;
-        acc = (acc << 6) | u32::try_from(value).unwrap_or(0);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xff).unwrap_or(0));
-        }
-    }
-    Ok(out)
-}
-
 /// `ldapi://` + the URL-encoded path of the socket in `dir`.
 fn ldapi_url(dir: &Path) -> String {
     let path = dir.join("ldapi");
@@ -1180,92 +822,7 @@ fn ldapi_url(dir: &Path) -> String {
     url
 }
 
-/// slapd's log from byte `from` on (its last [`LOG_TAIL`] bytes).
-fn log_tail(dir: &Path, from: u64) -> String {
-    let bytes = std::fs::read(dir.join("slapd.log")).unwrap_or_default();
-    let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
-    let tail = bytes.get(from..).unwrap_or_default();
-    let tail = tail
-        .get(tail.len().saturating_sub(LOG_TAIL)..)
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(tail).trim().to_owned();
-    if text.is_empty() {
-        "(empty)".to_owned()
-    } else {
-        text
-    }
-}
-
-/// Runs `program` (stdin fed from `input`, closed when `None`), killing it
-/// after `within`. A non-zero exit is not an error here.
-async fn run_tool(
-    program: &Path,
-    args: &[String],
-    input: Option<Vec<u8>>,
-    within: Duration,
-) -> anyhow::Result<Output> {
-    let name = program.file_name().map_or_else(
-        || program.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    let stdin = child.stdin.take();
-    let feed = async move {
-        if let (Some(mut stdin), Some(input)) = (stdin, input) {
-            // A tool that stops early closes the pipe; its stderr says why.
-            if let Err(err) = stdin.write_all(&input).await {
-                tracing::debug!(%err, "writing to the tool's stdin failed");
-            }
-        }
-    };
-    let run = async { tokio::join!(feed, child.wait_with_output()).1 };
-    match tokio::time::timeout(within, run).await {
-        Ok(output) => output.with_context(|| format!("running {name}")),
-        Err(_) => anyhow::bail!("{name} {} did not finish within {within:?}", args.join(" ")),
-    }
-}
-
-fn check_success(what: &str, output: &Output) -> anyhow::Result<()> {
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(tool_failure(what, output))
-    }
-}
-
-fn tool_failure(what: &str, output: &Output) -> anyhow::Error {
-    let text = |bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.trim();
-        let start = text.len().saturating_sub(4096);
-        let start = (start..text.len())
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(text.len());
-        text.get(start..).unwrap_or_default().to_owned()
-    };
-    let exit = output
-        .status
-        .code()
-        .map_or_else(|| output.status.to_string(), |code| format!("exit code {code}"));
-    anyhow::anyhow!(
-        "{what} failed ({exit}): {}{}",
-        text(&output.stderr),
-        match text(&output.stdout) {
-            out if out.is_empty() => String::new(),
-            out => format!("\n(stdout: {out})"),
-        }
-    )
+/// slapd's log file.
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("slapd.log")
 }

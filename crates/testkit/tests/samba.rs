@@ -28,6 +28,17 @@ fn samba_available(test: &str) -> bool {
     false
 }
 
+/// The shared DC and a new OU in it for the test `test`, or `None` when
+/// the test is skipped (see [`samba_available`]).
+async fn shared_with_fresh_ou(test: &str) -> Option<(&'static SambaDc, String)> {
+    if !samba_available(test) {
+        return None;
+    }
+    let dc = SambaDc::shared().await.unwrap();
+    let ou = dc.fresh_ou().await.unwrap();
+    Some((dc, ou))
+}
+
 fn values(attrs: &[(String, String)], name: &str) -> Vec<String> {
     attrs
         .iter()
@@ -63,6 +74,49 @@ async fn assert_binds(dc: &SambaDc, who: &str, password: &str) {
 
 fn replace_ldif(dn: &str, attr: &str, value: &str) -> String {
     format!("dn: {dn}\nchangetype: modify\nreplace: {attr}\n{attr}: {value}\n-\n\n")
+}
+
+/// The values of `attr` of the entry `dn`, read as the administrator.
+async fn read_values(dc: &SambaDc, dn: &str, attr: &str) -> Vec<String> {
+    values(&dc.read(dn, &[attr]).await.unwrap(), attr)
+}
+
+/// Creates a user named from `prefix` ([`SambaDc::unique_name`]) with
+/// `password` in `ou` (`None`: `CN=Users`); returns its name and DN.
+async fn add_user(dc: &SambaDc, prefix: &str, password: &str, ou: Option<&str>) -> (String, String) {
+    let name = SambaDc::unique_name(prefix);
+    let user = AdUser {
+        name: &name,
+        password: Some(password),
+        ou,
+        ..Default::default()
+    };
+    let dn = dc.add_user(&user).await.unwrap();
+    (name, dn)
+}
+
+/// Asserts that the error's text (with its causes) contains `expected`.
+fn assert_err_contains(err: &anyhow::Error, expected: &str) {
+    assert!(format!("{err:#}").contains(expected), "{err:#}");
+}
+
+/// `ldapsearch` of the rootDSE's `dnsHostName` on `url` as the
+/// administrator (the caller adds TLS settings).
+fn ldapsearch_host_name(url: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("ldapsearch");
+    command
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            url,
+            "-D",
+            SambaDc::ADMIN,
+            "-w",
+            SambaDc::ADMIN_PW,
+        ])
+        .args(["-b", "", "-s", "base", "dnsHostName"]);
+    command
 }
 
 #[tokio::test]
@@ -114,19 +168,8 @@ async fn shared_is_one_instance() {
     // certificate names the IP address); a simple bind without TLS is refused.
     let ca = a.ca_file().display().to_string();
     for (url, starttls) in [(a.ldap_url(), true), (a.ldaps_url(), false)] {
-        let mut command = tokio::process::Command::new("ldapsearch");
+        let mut command = ldapsearch_host_name(&url);
         command
-            .args([
-                "-x",
-                "-LLL",
-                "-H",
-                &url,
-                "-D",
-                SambaDc::ADMIN,
-                "-w",
-                SambaDc::ADMIN_PW,
-            ])
-            .args(["-b", "", "-s", "base", "dnsHostName"])
             .env("LDAPTLS_CACERT", &ca)
             .env("LDAPTLS_REQCERT", "demand");
         if starttls {
@@ -140,21 +183,7 @@ async fn shared_is_one_instance() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = tokio::process::Command::new("ldapsearch")
-        .args([
-            "-x",
-            "-LLL",
-            "-H",
-            &a.ldap_url(),
-            "-D",
-            SambaDc::ADMIN,
-            "-w",
-            SambaDc::ADMIN_PW,
-        ])
-        .args(["-b", "", "-s", "base", "dnsHostName"])
-        .output()
-        .await
-        .unwrap();
+    let out = ldapsearch_host_name(&a.ldap_url()).output().await.unwrap();
     assert_eq!(
         out.status.code(),
         Some(8),
@@ -180,11 +209,9 @@ async fn shared_is_one_instance() {
 
 #[tokio::test]
 async fn user_is_created_and_binds() {
-    if !samba_available("user_is_created_and_binds") {
+    let Some((dc, ou)) = shared_with_fresh_ou("user_is_created_and_binds").await else {
         return;
-    }
-    let dc = SambaDc::shared().await.unwrap();
-    let ou = dc.fresh_ou().await.unwrap();
+    };
     assert!(
         ou.starts_with("OU=t") && ou.ends_with(",DC=example,DC=test"),
         "{ou}"
@@ -263,9 +290,9 @@ async fn user_is_created_and_binds() {
 
     // Unknown entries and duplicate names are errors with the tool's text.
     let err = dc.read(&format!("CN=nobody,{ou}"), &["cn"]).await.unwrap_err();
-    assert!(format!("{err:#}").contains("No such object"), "{err:#}");
+    assert_err_contains(&err, "No such object");
     let err = dc.add_user(&alice).await.unwrap_err();
-    assert!(format!("{err:#}").contains("samba-tool user"), "{err:#}");
+    assert_err_contains(&err, "samba-tool user");
     let err = dc
         .add_user(&AdUser {
             name: &SambaDc::unique_name("elsewhere"),
@@ -274,16 +301,14 @@ async fn user_is_created_and_binds() {
         })
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("is not below"), "{err:#}");
+    assert_err_contains(&err, "is not below");
 }
 
 #[tokio::test]
 async fn groups_have_members() {
-    if !samba_available("groups_have_members") {
+    let Some((dc, ou)) = shared_with_fresh_ou("groups_have_members").await else {
         return;
-    }
-    let dc = SambaDc::shared().await.unwrap();
-    let ou = dc.fresh_ou().await.unwrap();
+    };
     let mut members = Vec::new();
     for prefix in ["gm1", "gm2"] {
         let name = SambaDc::unique_name(prefix);
@@ -297,57 +322,36 @@ async fn groups_have_members() {
     let group_name = SambaDc::unique_name("staff");
     let group = dc.add_group(&ou, &group_name, &members).await.unwrap();
     assert_eq!(group, format!("CN={group_name},{ou}"));
-    let mut listed = values(&dc.read(&group, &["member"]).await.unwrap(), "member");
+    let mut listed = read_values(dc, &group, "member").await;
     listed.sort();
     let mut expected = members.clone();
     expected.sort();
     assert_eq!(listed, expected);
-    assert_eq!(
-        values(&dc.read(&members[0], &["memberOf"]).await.unwrap(), "memberOf"),
-        [group.as_str()]
-    );
+    assert_eq!(read_values(dc, &members[0], "memberOf").await, [group.as_str()]);
     let nested = dc
         .add_group(&ou, &SambaDc::unique_name("all"), std::slice::from_ref(&group))
         .await
         .unwrap();
-    assert_eq!(
-        values(&dc.read(&nested, &["member"]).await.unwrap(), "member"),
-        [group.as_str()]
-    );
+    assert_eq!(read_values(dc, &nested, "member").await, [group.as_str()]);
 }
 
 #[tokio::test]
 async fn policy_and_account_states_give_ad_error_texts() {
-    if !samba_available("policy_and_account_states_give_ad_error_texts") {
+    let Some((dc, ou)) = shared_with_fresh_ou("policy_and_account_states_give_ad_error_texts").await else {
         return;
-    }
-    let dc = SambaDc::shared().await.unwrap();
-    let ou = dc.fresh_ou().await.unwrap();
-    let name = SambaDc::unique_name("bob");
-    let upn = SambaDc::upn(&name);
-    let user = AdUser {
-        name: &name,
-        password: Some("Initial-Bob-1"),
-        ou: Some(&ou),
-        ..Default::default()
     };
-    let dn = dc.add_user(&user).await.unwrap();
+    let (name, dn) = add_user(dc, "bob", "Initial-Bob-1", Some(&ou)).await;
+    let upn = SambaDc::upn(&name);
 
     // Policy checks on an admin reset.
     let err = dc.modify(&reset_ldif(&dn, "Ab1!")).await.unwrap_err();
-    let err = format!("{err:#}");
-    assert!(err.contains("Constraint violation (19)"), "{err}");
-    assert!(
-        err.contains(
-            "0000052D: Constraint violation - check_password_restrictions: the password is too short"
-        ),
-        "{err}"
+    assert_err_contains(&err, "Constraint violation (19)");
+    assert_err_contains(
+        &err,
+        "0000052D: Constraint violation - check_password_restrictions: the password is too short",
     );
     let err = dc.modify(&reset_ldif(&dn, "alllowercaseonly")).await.unwrap_err();
-    assert!(
-        format!("{err:#}").contains("the password does not meet the complexity criteria!"),
-        "{err:#}"
-    );
+    assert_err_contains(&err, "the password does not meet the complexity criteria!");
 
     // Self-service change: bind as the user, delete old + add new.
     dc.modify_as(
@@ -368,10 +372,7 @@ async fn policy_and_account_states_give_ad_error_texts() {
         )
         .await
         .unwrap_err();
-    assert!(
-        format!("{err:#}").contains("the password was already used (in history)!"),
-        "{err:#}"
-    );
+    assert_err_contains(&err, "the password was already used (in history)!");
     let err = dc
         .modify_as(
             &upn,
@@ -380,12 +381,10 @@ async fn policy_and_account_states_give_ad_error_texts() {
         )
         .await
         .unwrap_err();
-    assert!(
-        format!("{err:#}").contains(
-            "00000056: Constraint violation - check_password_restrictions: The old password specified \
-             doesn't match!"
-        ),
-        "{err:#}"
+    assert_err_contains(
+        &err,
+        "00000056: Constraint violation - check_password_restrictions: The old password specified \
+         doesn't match!",
     );
     // That wrong old password counted as a bad attempt: unlock to start clean.
     dc.modify(&replace_ldif(&dn, "lockoutTime", "0")).await.unwrap();
@@ -429,12 +428,7 @@ async fn policy_and_account_states_give_ad_error_texts() {
     let err = dc.bind_error(&upn, "Bob-Own-2x").await.unwrap().unwrap();
     assert!(err.contains("data 773, v1db1"), "{err}");
     assert_eq!(
-        values(
-            &dc.read(&dn, &["msDS-User-Account-Control-Computed"])
-                .await
-                .unwrap(),
-            "msDS-User-Account-Control-Computed"
-        ),
+        read_values(dc, &dn, "msDS-User-Account-Control-Computed").await,
         ["8388608"]
     );
     dc.modify(&replace_ldif(&dn, "pwdLastSet", "-1")).await.unwrap();
@@ -443,30 +437,11 @@ async fn policy_and_account_states_give_ad_error_texts() {
 
 #[tokio::test]
 async fn delegated_account_resets_only_inside_its_ou() {
-    if !samba_available("delegated_account_resets_only_inside_its_ou") {
+    let Some((dc, ou)) = shared_with_fresh_ou("delegated_account_resets_only_inside_its_ou").await else {
         return;
-    }
-    let dc = SambaDc::shared().await.unwrap();
-    let ou = dc.fresh_ou().await.unwrap();
-    let inside_name = SambaDc::unique_name("in");
-    let inside = dc
-        .add_user(&AdUser {
-            name: &inside_name,
-            password: Some("Initial-In-1x"),
-            ou: Some(&ou),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let outside_name = SambaDc::unique_name("out");
-    let outside = dc
-        .add_user(&AdUser {
-            name: &outside_name,
-            password: Some("Initial-Out-1x"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    };
+    let (inside_name, inside) = add_user(dc, "in", "Initial-In-1x", Some(&ou)).await;
+    let (outside_name, outside) = add_user(dc, "out", "Initial-Out-1x", None).await;
     let (svc, svc_pw) = dc.delegate(&SambaDc::unique_name("sspr"), &ou).await.unwrap();
     let (plain, plain_pw) = dc
         .add_plain_account(&SambaDc::unique_name("plain"))
@@ -493,7 +468,7 @@ async fn delegated_account_resets_only_inside_its_ou() {
         .modify_as(&svc, &svc_pw, &replace_ldif(&inside, "mobile", "+1 555 0199"))
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("Insufficient access (50)"), "{err:#}");
+    assert_err_contains(&err, "Insufficient access (50)");
 
     // Outside the OU, and for the plain account anywhere: 50.
     let denied =
@@ -503,12 +478,12 @@ async fn delegated_account_resets_only_inside_its_ou() {
         .modify_as(&svc, &svc_pw, &reset_ldif(&outside, "Reset-Out-2x"))
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains(denied), "{err:#}");
+    assert_err_contains(&err, denied);
     let err = dc
         .modify_as(&plain, &plain_pw, &reset_ldif(&inside, "Reset-In-3x"))
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains(denied), "{err:#}");
+    assert_err_contains(&err, denied);
     assert_binds(dc, &SambaDc::upn(&outside_name), "Initial-Out-1x").await;
 
     // allowedAttributesEffective, read as the service account, names the
@@ -533,12 +508,9 @@ async fn delegated_account_resets_only_inside_its_ou() {
     // refused with 53 after the access check passed, with 50 before.
     let probe = format!("dn: {inside}\nchangetype: modify\nreplace: unicodePwd\nunicodePwd: probe\n-\n\n");
     let err = dc.modify_as(&svc, &svc_pw, &probe).await.unwrap_err();
-    assert!(
-        format!("{err:#}").contains("Server is unwilling to perform (53)"),
-        "{err:#}"
-    );
+    assert_err_contains(&err, "Server is unwilling to perform (53)");
     let err = dc.modify_as(&plain, &plain_pw, &probe).await.unwrap_err();
-    assert!(format!("{err:#}").contains("Insufficient access (50)"), "{err:#}");
+    assert_err_contains(&err, "Insufficient access (50)");
     assert_binds(dc, &SambaDc::upn(&inside_name), "Reset-In-2x").await;
 
     // State attributes are readable by the service account.
@@ -583,7 +555,7 @@ async fn delegated_account_resets_only_inside_its_ou() {
         )
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("Invalid credentials (49)"), "{err:#}");
+    assert_err_contains(&err, "Invalid credentials (49)");
     let err = dc
         .modify_as(
             &plain,
@@ -592,7 +564,7 @@ async fn delegated_account_resets_only_inside_its_ou() {
         )
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("(in history)"), "{err:#}");
+    assert_err_contains(&err, "(in history)");
     dc.modify_as(
         &plain,
         &plain_pw,
@@ -617,15 +589,7 @@ async fn restart_keeps_data_and_address() {
     let ip = dc.ip();
     let dir = dc.dir().to_path_buf();
 
-    let name = SambaDc::unique_name("carol");
-    let dn = dc
-        .add_user(&AdUser {
-            name: &name,
-            password: Some("Initial-Carol-1"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (name, dn) = add_user(&dc, "carol", "Initial-Carol-1", None).await;
     let upn = SambaDc::upn(&name);
     dc.modify(&reset_ldif(&dn, "Reset-Carol-2x")).await.unwrap();
 

@@ -28,6 +28,17 @@ fn slapd_available(test: &str) -> bool {
     false
 }
 
+/// The shared slapd and a new OU in it for the test `test`, or `None` when
+/// the test is skipped (see [`slapd_available`]).
+async fn shared_with_fresh_ou(test: &str) -> Option<(&'static Slapd, String)> {
+    if !slapd_available(test) {
+        return None;
+    }
+    let ldap = Slapd::shared().await.unwrap();
+    let ou = ldap.fresh_ou().await.unwrap();
+    Some((ldap, ou))
+}
+
 fn values(attrs: &[(String, String)], name: &str) -> Vec<String> {
     attrs
         .iter()
@@ -57,6 +68,38 @@ async fn ldap_tool(
     stdin.write_all(ldif.unwrap_or("").as_bytes()).await.unwrap();
     drop(stdin);
     child.wait_with_output().await.unwrap()
+}
+
+/// Runs `ldapmodify` as `dn`/`pw` with `ldif` and asserts its exit code
+/// (0: success), showing its error output otherwise.
+async fn assert_ldapmodify(ldap: &Slapd, dn: &str, pw: &str, ldif: &str, code: i32) {
+    let out = ldap_tool(ldap, "ldapmodify", dn, pw, &[], Some(ldif)).await;
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "ldapmodify as {dn}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The values of `attr` of the entry `dn`, read as the rootdn.
+async fn read_values(ldap: &Slapd, dn: &str, attr: &str) -> Vec<String> {
+    values(&ldap.read(dn, &[attr]).await.unwrap(), attr)
+}
+
+/// Adds the user `uid` with `password` and nothing else to `ou`.
+async fn add_user(ldap: &Slapd, ou: &str, uid: &str, password: &str) -> String {
+    let user = LdapUser {
+        uid,
+        password: Some(password),
+        ..Default::default()
+    };
+    ldap.add_user(ou, &user).await.unwrap()
+}
+
+/// Asserts that the error's text (with its causes) contains `expected`.
+fn assert_err_contains(err: &anyhow::Error, expected: &str) {
+    assert!(format!("{err:#}").contains(expected), "{err:#}");
 }
 
 /// How many entries a subtree search as `dn` returns.
@@ -98,11 +141,9 @@ async fn shared_is_one_instance() {
 
 #[tokio::test]
 async fn user_is_added_and_binds() {
-    if !slapd_available("user_is_added_and_binds") {
+    let Some((ldap, ou)) = shared_with_fresh_ou("user_is_added_and_binds").await else {
         return;
-    }
-    let ldap = Slapd::shared().await.unwrap();
-    let ou = ldap.fresh_ou().await.unwrap();
+    };
     assert!(ou.ends_with(",ou=people,dc=example,dc=org"), "{ou}");
     let alice = LdapUser {
         uid: "alice",
@@ -167,47 +208,24 @@ async fn user_is_added_and_binds() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        values(&ldap.read(&bare, &["mail"]).await.unwrap(), "mail"),
-        Vec::<String>::new()
-    );
-    let jurgen = ldap
-        .add_user(
-            &ou,
-            &LdapUser {
-                uid: "jürgen",
-                password: Some("Grüße-1234"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        values(&ldap.read(&jurgen, &["cn"]).await.unwrap(), "cn"),
-        ["Jürgen Example"]
-    );
+    assert_eq!(read_values(ldap, &bare, "mail").await, Vec::<String>::new());
+    let jurgen = add_user(ldap, &ou, "jürgen", "Grüße-1234").await;
+    assert_eq!(read_values(ldap, &jurgen, "cn").await, ["Jürgen Example"]);
     assert!(ldap.can_bind(&jurgen, "Grüße-1234").await.unwrap());
 
     // Unknown entries are errors, with ldapsearch's message.
     let err = ldap.read(&format!("uid=nobody,{ou}"), &["cn"]).await.unwrap_err();
-    assert!(format!("{err:#}").contains("No such object"), "{err:#}");
+    assert_err_contains(&err, "No such object");
     let err = ldap.add_user(&ou, &alice).await.unwrap_err();
-    assert!(format!("{err:#}").contains("Already exists"), "{err:#}");
+    assert_err_contains(&err, "Already exists");
 }
 
 #[tokio::test]
 async fn three_wrong_binds_lock_the_account() {
-    if !slapd_available("three_wrong_binds_lock_the_account") {
+    let Some((ldap, ou)) = shared_with_fresh_ou("three_wrong_binds_lock_the_account").await else {
         return;
-    }
-    let ldap = Slapd::shared().await.unwrap();
-    let ou = ldap.fresh_ou().await.unwrap();
-    let bob = LdapUser {
-        uid: "bob",
-        password: Some("Bob-Good-Pass-9"),
-        ..Default::default()
     };
-    let dn = ldap.add_user(&ou, &bob).await.unwrap();
+    let dn = add_user(ldap, &ou, "bob", "Bob-Good-Pass-9").await;
     for n in 1..=3 {
         assert!(!ldap.can_bind(&dn, &format!("wrong-{n}")).await.unwrap());
     }
@@ -225,24 +243,9 @@ async fn three_wrong_binds_lock_the_account() {
         (Slapd::WRITEONLY_DN, Slapd::WRITEONLY_PW),
         (Slapd::READONLY_DN, Slapd::READONLY_PW),
     ] {
-        let out = ldap_tool(ldap, "ldapmodify", who, pw, &[], Some(&unlock)).await;
-        assert_eq!(
-            out.status.code(),
-            Some(50),
-            "{who}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ldapmodify(ldap, who, pw, &unlock, 50).await;
     }
-    let out = ldap_tool(
-        ldap,
-        "ldapmodify",
-        Slapd::SERVICE_DN,
-        Slapd::SERVICE_PW,
-        &[],
-        Some(&unlock),
-    )
-    .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_ldapmodify(ldap, Slapd::SERVICE_DN, Slapd::SERVICE_PW, &unlock, 0).await;
     assert!(ldap.can_bind(&dn, "Bob-Good-Pass-9").await.unwrap());
 
     // Service accounts are exempt from lockout (shared instance safety).
@@ -260,85 +263,35 @@ async fn three_wrong_binds_lock_the_account() {
 
 #[tokio::test]
 async fn rights_of_the_service_accounts() {
-    if !slapd_available("rights_of_the_service_accounts") {
+    let Some((ldap, ou)) = shared_with_fresh_ou("rights_of_the_service_accounts").await else {
         return;
-    }
-    let ldap = Slapd::shared().await.unwrap();
-    let ou = ldap.fresh_ou().await.unwrap();
-    let carol = LdapUser {
-        uid: "carol",
-        password: Some("Carol-Pass-123"),
-        ..Default::default()
     };
-    let dn = ldap.add_user(&ou, &carol).await.unwrap();
+    let dn = add_user(ldap, &ou, "carol", "Carol-Pass-123").await;
     let reset =
         |pw: &str| format!("dn: {dn}\nchangetype: modify\nreplace: userPassword\nuserPassword: {pw}\n");
 
     // Read-only: no password write.
-    let out = ldap_tool(
-        ldap,
-        "ldapmodify",
-        Slapd::READONLY_DN,
-        Slapd::READONLY_PW,
-        &[],
-        Some(&reset("Ro-Reset-123")),
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(50));
+    let (ro, ro_pw) = (Slapd::READONLY_DN, Slapd::READONLY_PW);
+    assert_ldapmodify(ldap, ro, ro_pw, &reset("Ro-Reset-123"), 50).await;
 
     // Write-only: the policy applies (pwdMinLength 8), and no pwdReset.
-    let out = ldap_tool(
-        ldap,
-        "ldapmodify",
-        Slapd::WRITEONLY_DN,
-        Slapd::WRITEONLY_PW,
-        &[],
-        Some(&reset("short")),
-    )
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(19),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = ldap_tool(
-        ldap,
-        "ldapmodify",
-        Slapd::WRITEONLY_DN,
-        Slapd::WRITEONLY_PW,
-        &[],
-        Some(&reset("Wo-Reset-123")),
-    )
-    .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(values(&ldap.read(&dn, &["pwdReset"]).await.unwrap(), "pwdReset").is_empty());
+    let (wo, wo_pw) = (Slapd::WRITEONLY_DN, Slapd::WRITEONLY_PW);
+    assert_ldapmodify(ldap, wo, wo_pw, &reset("short"), 19).await;
+    assert_ldapmodify(ldap, wo, wo_pw, &reset("Wo-Reset-123"), 0).await;
+    assert!(read_values(ldap, &dn, "pwdReset").await.is_empty());
 
     // Service (password administrator): no length check, sets pwdReset.
-    let out = ldap_tool(
-        ldap,
-        "ldapmodify",
-        Slapd::SERVICE_DN,
-        Slapd::SERVICE_PW,
-        &[],
-        Some(&reset("short")),
-    )
-    .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        values(&ldap.read(&dn, &["pwdReset"]).await.unwrap(), "pwdReset"),
-        ["TRUE"]
-    );
+    let (svc, svc_pw) = (Slapd::SERVICE_DN, Slapd::SERVICE_PW);
+    assert_ldapmodify(ldap, svc, svc_pw, &reset("short"), 0).await;
+    assert_eq!(read_values(ldap, &dn, "pwdReset").await, ["TRUE"]);
     assert!(ldap.can_bind(&dn, "short").await.unwrap());
 }
 
 #[tokio::test]
 async fn own_policy_and_groups() {
-    if !slapd_available("own_policy_and_groups") {
+    let Some((ldap, ou)) = shared_with_fresh_ou("own_policy_and_groups").await else {
         return;
-    }
-    let ldap = Slapd::shared().await.unwrap();
-    let ou = ldap.fresh_ou().await.unwrap();
+    };
     let name = ou.split([',', '=']).nth(1).unwrap().to_owned();
     let policy = ldap
         .add_policy(
@@ -347,35 +300,9 @@ async fn own_policy_and_groups() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        values(
-            &ldap.read(&policy, &["pwdAttribute"]).await.unwrap(),
-            "pwdAttribute"
-        ),
-        ["userPassword"]
-    );
-    let dave = ldap
-        .add_user(
-            &ou,
-            &LdapUser {
-                uid: "dave",
-                password: Some("Dave-Pass-123"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let erin = ldap
-        .add_user(
-            &ou,
-            &LdapUser {
-                uid: "erin",
-                password: Some("Erin-Pass-123"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    assert_eq!(read_values(ldap, &policy, "pwdAttribute").await, ["userPassword"]);
+    let dave = add_user(ldap, &ou, "dave", "Dave-Pass-123").await;
+    let erin = add_user(ldap, &ou, "erin", "Erin-Pass-123").await;
     ldap.modify(&format!(
         "dn: {dave}\nchangetype: modify\nreplace: pwdPolicySubentry\npwdPolicySubentry: {policy}\n"
     ))
@@ -388,41 +315,17 @@ async fn own_policy_and_groups() {
              add: userPassword\nuserPassword: Eleven-Char\n"
         )
     };
-    let out = ldap_tool(
-        ldap,
-        "ldapmodify",
-        &dave,
-        "Dave-Pass-123",
-        &[],
-        Some(&change(&dave, "Dave-Pass-123")),
-    )
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(19),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = ldap_tool(
-        ldap,
-        "ldapmodify",
-        &erin,
-        "Erin-Pass-123",
-        &[],
-        Some(&change(&erin, "Erin-Pass-123")),
-    )
-    .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dave_change = change(&dave, "Dave-Pass-123");
+    assert_ldapmodify(ldap, &dave, "Dave-Pass-123", &dave_change, 19).await;
+    let erin_change = change(&erin, "Erin-Pass-123");
+    assert_ldapmodify(ldap, &erin, "Erin-Pass-123", &erin_change, 0).await;
 
     let group = ldap
         .add_group(&ou, "helpdesk", &[dave.clone(), erin.clone()])
         .await
         .unwrap();
     assert_eq!(group, format!("cn=helpdesk,{ou}"));
-    assert_eq!(
-        values(&ldap.read(&dave, &["memberOf"]).await.unwrap(), "memberOf"),
-        [group.as_str()]
-    );
+    assert_eq!(read_values(ldap, &dave, "memberOf").await, [group.as_str()]);
     let members = count_entries(
         ldap,
         Slapd::SERVICE_DN,
@@ -446,26 +349,13 @@ async fn stop_and_restart_keep_the_data() {
     let dir = ldap.dir().to_owned();
     let port = ldap.port();
     let ou = ldap.fresh_ou().await.unwrap();
-    let dn = ldap
-        .add_user(
-            &ou,
-            &LdapUser {
-                uid: "frank",
-                password: Some("Frank-Pass-123"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let dn = add_user(&ldap, &ou, "frank", "Frank-Pass-123").await;
     assert!(ldap.is_running());
 
     ldap.stop().await.unwrap();
     assert!(!ldap.is_running());
     let err = ldap.can_bind(&dn, "Frank-Pass-123").await.unwrap_err();
-    assert!(
-        format!("{err:#}").contains("Can't contact LDAP server"),
-        "{err:#}"
-    );
+    assert_err_contains(&err, "Can't contact LDAP server");
     ldap.stop().await.unwrap(); // again: nothing to do
 
     let restarted = Instant::now();
@@ -501,24 +391,8 @@ async fn stop_and_restart_keep_the_data() {
     )
     .await
     .unwrap();
-    let gina = ldap
-        .add_user(
-            &ou,
-            &LdapUser {
-                uid: "gina",
-                password: Some("Gina-Pass-123"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        values(
-            &ldap.read(&gina, &["userPassword"]).await.unwrap(),
-            "userPassword"
-        ),
-        ["Gina-Pass-123"]
-    );
+    let gina = add_user(&ldap, &ou, "gina", "Gina-Pass-123").await;
+    assert_eq!(read_values(&ldap, &gina, "userPassword").await, ["Gina-Pass-123"]);
 
     // Dropping it stops slapd and removes the directory.
     drop(ldap);
@@ -532,10 +406,7 @@ async fn stop_and_restart_keep_the_data() {
 
 #[tokio::test]
 async fn bulk_add_1000_users() {
-    if !slapd_available("bulk_add_1000_users") {
-        return;
-    }
-    bulk_add(1000).await;
+    bulk_add("bulk_add_1000_users", 1000).await;
 }
 
 /// The size of the sync benchmark (about 3 s on 2 cores):
@@ -543,15 +414,13 @@ async fn bulk_add_1000_users() {
 #[tokio::test]
 #[ignore = "slow-ish: 10,000 users"]
 async fn bulk_add_10000_users() {
-    if !slapd_available("bulk_add_10000_users") {
-        return;
-    }
-    bulk_add(10_000).await;
+    bulk_add("bulk_add_10000_users", 10_000).await;
 }
 
-async fn bulk_add(count: usize) {
-    let ldap = Slapd::shared().await.unwrap();
-    let ou = ldap.fresh_ou().await.unwrap();
+async fn bulk_add(test: &str, count: usize) {
+    let Some((ldap, ou)) = shared_with_fresh_ou(test).await else {
+        return;
+    };
     let started = Instant::now();
     ldap.bulk_add_users(&ou, count, "bulk").await.unwrap();
     eprintln!("bulk_add_users({count}) took {:?}", started.elapsed());
