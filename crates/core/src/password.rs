@@ -313,6 +313,8 @@ pub struct DirectoryRules {
     /// part of the display name.
     pub complexity: bool,
     pub min_age_secs: Option<u64>,
+    /// The directory runs its own quality check on new passwords (OpenLDAP `pwdCheckQuality`).
+    pub quality_checked: bool,
 }
 
 impl DirectoryRules {
@@ -336,6 +338,12 @@ impl DirectoryRules {
             out.push(RuleText {
                 rule: "history",
                 text: format!("Not one of your last {n} passwords."),
+            });
+        }
+        if self.quality_checked {
+            out.push(RuleText {
+                rule: "directory_quality",
+                text: "The directory also checks the password's quality itself.".into(),
             });
         }
         if let Some(s) = self.min_age_secs.filter(|s| *s > 0) {
@@ -589,7 +597,7 @@ mod tests {
 
         #[test]
         fn directory_rules_never_panic(login in "\\PC{0,20}", name in "\\PC{0,30}", pw in "\\PC{0,100}") {
-            let r = DirectoryRules { min_length: Some(8), history: Some(5), complexity: true, min_age_secs: Some(1) };
+            let r = DirectoryRules { min_length: Some(8), history: Some(5), complexity: true, min_age_secs: Some(1), quality_checked: true };
             let _ = r.check(&login, &name, &pw);
         }
 

@@ -540,7 +540,7 @@ impl Gatehouse {
         let mut rules = self.settings.password.evaluate(&ctx, password.expose_secret());
         if let Some(d) = self.directory.password_rules(None).await {
             for r in self.stricter_than_ours(d).texts() {
-                if r.rule == "history" || r.rule == "directory_min_age" {
+                if matches!(r.rule, "history" | "directory_min_age" | "directory_quality") {
                     continue; // only the directory can tell
                 }
                 let met = !violations.iter().any(|v| v.rule == r.rule);

@@ -830,6 +830,7 @@ impl Directory for AdDirectory {
             history: p.history,
             complexity: p.complexity,
             min_age_secs: p.min_age_secs,
+            quality_checked: false,
         })
     }
 }

@@ -1052,6 +1052,7 @@ impl Directory for LdapDirectory {
             min_length: policy.min_length,
             history: policy.history,
             complexity: false,
+            quality_checked: policy.check_quality.unwrap_or(0) > 0,
             min_age_secs: policy.min_age,
         })
     }

@@ -254,6 +254,26 @@ async fn directory_test_sync_and_helpdesk_reset_from_the_command_line() {
 #[tokio::test]
 async fn must_change_then_change_through_the_api() {
     let t = spawn_ldap().await;
+    // The directory's ppolicy (pwdCheckQuality 2) is part of the rules shown before typing.
+    let b: serde_json::Value = t
+        .http
+        .get(format!("{}/api/v1/password/policy", t.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = b["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"directory_quality") && ids.contains(&"history"),
+        "{b}"
+    );
     t.add_user("quinn", Some("Initial-Pass-1"), None).await;
     t.core()
         .app
