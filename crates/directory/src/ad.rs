@@ -260,25 +260,12 @@ impl AdDirectory {
         filter: String,
         attrs: Vec<String>,
     ) -> Result<Vec<SearchEntry>, DirectoryError> {
-        let base = base.to_owned();
-        self.pool
-            .run(|mut l| {
-                let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
-                async move {
-                    let (rs, _) = l.search(&base, scope, &filter, attrs).await?.success()?;
-                    Ok(rs.into_iter().map(SearchEntry::construct).collect())
-                }
-            })
-            .await
+        self.pool.search(base, scope, &filter, &attrs).await
     }
 
     async fn root_dse(&self, attrs: &[&str]) -> Result<Option<SearchEntry>, DirectoryError> {
-        let attrs = attrs.iter().map(|a| (*a).to_owned()).collect();
-        Ok(self
-            .search("", Scope::Base, "(objectClass=*)".into(), attrs)
-            .await?
-            .into_iter()
-            .next())
+        let attrs: Vec<String> = attrs.iter().map(|a| (*a).to_owned()).collect();
+        self.pool.read_entry("", &attrs).await
     }
 
     /// The policy hints OID the DC lists (the newer one preferred), if any.
@@ -714,25 +701,9 @@ impl Directory for AdDirectory {
                     "(&{}(!(isCriticalSystemObject=TRUE))(!(adminCount=1)))",
                     s.user_filter
                 );
-                let (base, attrs) = (s.base_dn.clone(), self.attributes());
                 let found = self
                     .pool
-                    .run(|mut l| {
-                        let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
-                        async move {
-                            let res = l
-                                .with_search_options(ldap3::SearchOptions::new().sizelimit(20))
-                                .search(&base, Scope::Subtree, &filter, attrs)
-                                .await?;
-                            // 4 = size limit exceeded: the first entries are what we asked for.
-                            let (rs, _) = if res.1.rc == 4 {
-                                (res.0, res.1)
-                            } else {
-                                res.success()?
-                            };
-                            Ok(rs.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
-                        }
-                    })
+                    .search_at_most(&s.base_dn, Scope::Subtree, &filter, &self.attributes(), Some(20))
                     .await;
                 // A user the probes cannot disturb: not locked, not "must change", not disabled.
                 found.map(|found| {

@@ -238,6 +238,13 @@ pub fn parse_generalized_time(v: &str) -> Option<OffsetDateTime> {
     Some(time::PrimitiveDateTime::new(date, t).assume_utc())
 }
 
+/// Is `candidate` the password whose hash the entry's `userPassword` holds? (`false` when unknown.)
+fn is_current_password(entry: &SearchEntry, candidate: &str) -> bool {
+    all(entry, "userPassword")
+        .iter()
+        .any(|h| hashes::matches(h, candidate) == Some(true))
+}
+
 /// A random password that satisfies any sane quality policy (upper, lower, digits, a symbol; 32
 /// characters, 26 of them from the OS CSPRNG); it lives for one request.
 pub(crate) fn temporary_password(rng: &dyn SecureRng) -> Password {
@@ -317,20 +324,11 @@ impl LdapDirectory {
     }
 
     async fn read_policy(&self, dn: &str) -> Option<DirectoryPolicy> {
-        let dn = dn.to_owned();
         let found = self
             .pool
-            .run(|mut l| {
-                let dn = dn.clone();
-                async move {
-                    let (rs, _) = l
-                        .search(&dn, Scope::Base, "(objectClass=pwdPolicy)", vec!["*"])
-                        .await?
-                        .success()?;
-                    Ok(rs.into_iter().next().map(SearchEntry::construct))
-                }
-            })
-            .await;
+            .search(dn, Scope::Base, "(objectClass=pwdPolicy)", &["*".into()])
+            .await
+            .map(|v| v.into_iter().next());
         let entry = match found {
             Ok(Some(e)) => e,
             Ok(None) => return None,
@@ -362,16 +360,13 @@ impl LdapDirectory {
     }
 
     async fn search_users(&self, filter: String) -> Result<Vec<SearchEntry>, DirectoryError> {
-        let base = self.settings.base_dn.clone();
-        let attrs = self.user_attributes();
         self.pool
-            .run(|mut l| {
-                let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
-                async move {
-                    let (rs, _) = l.search(&base, Scope::Subtree, &filter, attrs).await?.success()?;
-                    Ok(rs.into_iter().map(SearchEntry::construct).collect())
-                }
-            })
+            .search(
+                &self.settings.base_dn,
+                Scope::Subtree,
+                &filter,
+                &self.user_attributes(),
+            )
             .await
     }
 
@@ -386,23 +381,14 @@ impl LdapDirectory {
                 name_attribute,
             } => {
                 let f = filter.replace("{dn}", &ldap_escape(entry.dn.as_str()));
-                let (base, name) = (base_dn.clone(), name_attribute.clone());
-                self.pool
-                    .run(|mut l| {
-                        let (base, f, name) = (base.clone(), f.clone(), name.clone());
-                        async move {
-                            let (rs, _) = l
-                                .search(&base, Scope::Subtree, &f, vec![name.as_str()])
-                                .await?
-                                .success()?;
-                            Ok(rs
-                                .into_iter()
-                                .map(SearchEntry::construct)
-                                .filter_map(|g| first(&g, &name).map(str::to_owned))
-                                .collect())
-                        }
-                    })
-                    .await
+                let groups = self
+                    .pool
+                    .search(base_dn, Scope::Subtree, &f, std::slice::from_ref(name_attribute))
+                    .await?;
+                Ok(groups
+                    .iter()
+                    .filter_map(|g| first(g, name_attribute).map(str::to_owned))
+                    .collect())
             }
             GroupLookup::None => Ok(vec![]),
         }
@@ -602,33 +588,15 @@ impl LdapDirectory {
         new: &Password,
         policy: Option<&DirectoryPolicy>,
     ) -> Result<(), DirectoryError> {
-        let dn_owned = dn.to_owned();
         let read = self
             .pool
-            .run(|mut l| {
-                let dn = dn_owned.clone();
-                async move {
-                    let (rs, _) = l
-                        .search(
-                            &dn,
-                            Scope::Base,
-                            "(objectClass=*)",
-                            vec!["userPassword", "pwdHistory"],
-                        )
-                        .await?
-                        .success()?;
-                    Ok(rs.into_iter().next().map(SearchEntry::construct))
-                }
-            })
+            .read_entry(dn, &["userPassword".into(), "pwdHistory".into()])
             .await;
         let Ok(Some(entry)) = read else {
             return Ok(());
         };
         let candidate = new.expose_secret();
-        let current = all(&entry, "userPassword")
-            .iter()
-            .any(|h| hashes::matches(h, candidate) == Some(true));
-        if current {
+        if is_current_password(&entry, candidate) {
             return Err(DirectoryError::Rejected(vec![Violation::new(
                 "history",
                 "This is your current password. Choose a new one.",
@@ -658,24 +626,8 @@ impl LdapDirectory {
     /// only fair when they proved the password, or anyone could probe for locked accounts; so the
     /// answer is checked against the stored hash (when the service account may read it).
     async fn locked_or_invalid(&self, dn: &str, password: &Password) -> DirectoryError {
-        let dn = dn.to_owned();
-        let read = self
-            .pool
-            .run(|mut l| {
-                let dn = dn.clone();
-                async move {
-                    let (rs, _) = l
-                        .search(&dn, Scope::Base, "(objectClass=*)", vec!["userPassword"])
-                        .await?
-                        .success()?;
-                    Ok(rs.into_iter().next().map(SearchEntry::construct))
-                }
-            })
-            .await;
-        let proven = match read {
-            Ok(Some(entry)) => all(&entry, "userPassword")
-                .iter()
-                .any(|h| hashes::matches(h, password.expose_secret()) == Some(true)),
+        let proven = match self.pool.read_entry(dn, &["userPassword".into()]).await {
+            Ok(Some(entry)) => is_current_password(&entry, password.expose_secret()),
             _ => false,
         };
         if proven {
@@ -755,26 +707,16 @@ impl LdapDirectory {
     /// marked "must change" (the probes must not alter anyone), else the first.
     async fn sample_entry(&self) -> Result<Option<UserEntry>, DirectoryError> {
         const SAMPLE: i32 = 20;
-        let (base, filter) = (self.settings.base_dn.clone(), self.settings.user_filter.clone());
-        let attrs = self.settings.login_attributes.clone();
-        let found: Vec<SearchEntry> = self
+        let s = &self.settings;
+        let found = self
             .pool
-            .run(|mut l| {
-                let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
-                async move {
-                    let res = l
-                        .with_search_options(ldap3::SearchOptions::new().sizelimit(SAMPLE))
-                        .search(&base, Scope::Subtree, &filter, attrs)
-                        .await?;
-                    // 4 = size limit exceeded: the first entries are what we asked for.
-                    let (entries, _) = if res.1.rc == 4 {
-                        (res.0, res.1)
-                    } else {
-                        res.success()?
-                    };
-                    Ok(entries.into_iter().map(SearchEntry::construct).collect())
-                }
-            })
+            .search_at_most(
+                &s.base_dn,
+                Scope::Subtree,
+                &s.user_filter,
+                &s.login_attributes,
+                Some(SAMPLE),
+            )
             .await?;
         let mut first_found = None;
         for login in found.iter().filter_map(|e| self.login_of(e)) {
@@ -954,18 +896,15 @@ impl Directory for LdapDirectory {
     }
 
     async fn health(&self) -> Result<(), DirectoryError> {
-        let base = self.settings.base_dn.clone();
         self.pool
-            .run(|mut l| {
-                let base = base.clone();
-                async move {
-                    l.search(&base, Scope::Base, "(objectClass=*)", vec!["1.1"])
-                        .await?
-                        .success()?;
-                    Ok(())
-                }
-            })
+            .search(
+                &self.settings.base_dn,
+                Scope::Base,
+                "(objectClass=*)",
+                &["1.1".into()],
+            )
             .await
+            .map(|_| ())
     }
 
     async fn helpdesk_reset(

@@ -2,7 +2,7 @@
 //! outage, and one-off connections for binds as a user.
 use super::{LdapSettings, Security};
 use gatehouse_core::ports::DirectoryError;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
@@ -135,6 +135,56 @@ impl Pool {
                     return Err(super::map_error(&e));
                 }
             }
+        }
+    }
+
+    /// Entries matching `filter` under `base` (a search on a service connection).
+    pub async fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        self.search_at_most(base, scope, filter, attrs, None).await
+    }
+
+    /// Like [`Pool::search`], stopping after `limit` entries (the server's "size limit exceeded"
+    /// then just means there were more).
+    pub async fn search_at_most(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+        limit: Option<i32>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        self.run(|mut l| async move {
+            if let Some(n) = limit {
+                l.with_search_options(SearchOptions::new().sizelimit(n));
+            }
+            let res = l.search(base, scope, filter, attrs.to_vec()).await?;
+            // 4 = size limit exceeded: the first entries are what was asked for.
+            let (rs, _) = if limit.is_some() && res.1.rc == 4 {
+                (res.0, res.1)
+            } else {
+                res.success()?
+            };
+            Ok(rs.into_iter().map(SearchEntry::construct).collect())
+        })
+        .await
+    }
+
+    /// One entry by its DN, or `None` when it does not exist or is not visible.
+    pub async fn read_entry(
+        &self,
+        dn: &str,
+        attrs: &[String],
+    ) -> Result<Option<SearchEntry>, DirectoryError> {
+        match self.search(dn, Scope::Base, "(objectClass=*)", attrs).await {
+            Ok(found) => Ok(found.into_iter().next()),
+            Err(DirectoryError::NotFound) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
