@@ -229,11 +229,10 @@ impl PasswordPolicy {
                     "contains_login",
                     "Your password cannot contain your user name.",
                 ));
-            } else if let Some(t) = tokens.iter().find(|t| {
+            } else if tokens.iter().any(|t| {
                 let reversed: String = t.chars().rev().collect();
                 lower.contains(t.as_str()) || lower.contains(&reversed)
             }) {
-                let _ = t;
                 v.push(Violation::new(
                     "contains_personal",
                     "Your password cannot contain your name, user name or email address (nor backwards).",
@@ -281,7 +280,11 @@ impl PasswordPolicy {
 
     /// Every rule with met / unmet, for the live checklist.
     pub fn evaluate(&self, who: &PasswordContext, password: &str) -> Vec<RuleResult> {
-        let broken = self.check_for(who, password);
+        self.checklist(&self.check_for(who, password))
+    }
+
+    /// Every rule with met / unmet, given what a check found broken.
+    pub fn checklist(&self, broken: &[Violation]) -> Vec<RuleResult> {
         self.rules()
             .into_iter()
             .filter(|r| r.rule != "history" && !(r.rule == "breached" && self.breach.is_none()))
@@ -395,16 +398,7 @@ fn meets_complexity(login: &str, display_name: &str, password: &str) -> bool {
     if name_part {
         return false;
     }
-    let classes = [
-        password.chars().any(char::is_uppercase),
-        password.chars().any(char::is_lowercase),
-        password.chars().any(|c| c.is_ascii_digit()),
-        password.chars().any(|c| !c.is_alphanumeric()),
-        password
-            .chars()
-            .any(|c| c.is_alphabetic() && !c.is_uppercase() && !c.is_lowercase()),
-    ];
-    classes.iter().filter(|x| **x).count() >= 3
+    character_categories(password) >= 3
 }
 
 #[cfg(test)]

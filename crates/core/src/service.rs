@@ -255,6 +255,18 @@ impl Gatehouse {
     /// Every local reason at once: Gatehouse's policy plus the directory's length and complexity
     /// (the user's own fine-grained rules when `who` is a verified account).
     async fn violations(&self, login: &Login, who: Option<&Account>, password: &Password) -> Vec<Violation> {
+        let rules = self.directory.password_rules(who.map(|a| &a.login)).await;
+        self.violations_under(login, who, rules, password)
+    }
+
+    /// Gatehouse's rules and the directory's `rules` (when stricter), every violation once.
+    fn violations_under(
+        &self,
+        login: &Login,
+        who: Option<&Account>,
+        rules: Option<crate::password::DirectoryRules>,
+        password: &Password,
+    ) -> Vec<Violation> {
         // The user's own words (name, email) are known only for a verified account.
         let ctx = crate::password::PasswordContext {
             login: login.to_string(),
@@ -265,7 +277,6 @@ impl Gatehouse {
                 .unwrap_or_default(),
         };
         let mut v = self.settings.password.check_for(&ctx, password.expose_secret());
-        let rules = self.directory.password_rules(who.map(|a| &a.login)).await;
         if let Some(rules) = rules.map(|r| self.stricter_than_ours(r)) {
             let name = who.map(|a| a.display_name.as_str()).unwrap_or("");
             for x in rules.check(login.as_str(), name, password.expose_secret()) {
@@ -362,23 +373,21 @@ impl Gatehouse {
             Some(_) if verified.len() < usize::from(required) => Some("not_enough_methods"),
             Some(_) => None,
         };
-        let methods = match reason {
-            None => verified
-                .iter()
-                .map(|m| FlowMethod {
-                    id: m.id.clone(),
-                    kind: m.kind,
-                    hint: m.address.masked(),
-                    address: Some(m.address.clone()),
-                })
-                .collect(),
-            Some(_) => self.decoy_methods(&login, default_required),
-        };
         // A decoy asks for what an unknown login would be asked for.
-        let required = if reason.is_none() {
-            required
-        } else {
-            default_required
+        let (methods, required) = match reason {
+            None => (
+                verified
+                    .iter()
+                    .map(|m| FlowMethod {
+                        id: m.id.clone(),
+                        kind: m.kind,
+                        hint: m.address.masked(),
+                        address: Some(m.address.clone()),
+                    })
+                    .collect(),
+                required,
+            ),
+            Some(_) => (self.decoy_methods(&login, default_required), default_required),
         };
         let token = Token::generate(self.rng.as_ref());
         let flow = Flow {
@@ -533,12 +542,13 @@ impl Gatehouse {
         login: &str,
         password: &Password,
     ) -> (Vec<crate::password::RuleResult>, Vec<Violation>) {
-        let violations = self.check_password(login, password).await;
-        let ctx = crate::password::PasswordContext::login(
-            Login::parse(login).map(String::from).as_deref().unwrap_or(""),
-        );
-        let mut rules = self.settings.password.evaluate(&ctx, password.expose_secret());
-        if let Some(d) = self.directory.password_rules(None).await {
+        let dir_rules = self.directory.password_rules(None).await;
+        let violations = match Login::parse(login) {
+            Ok(l) => self.violations_under(&l, None, dir_rules.clone(), password),
+            Err(_) => self.settings.password.check("", password.expose_secret()),
+        };
+        let mut rules = self.settings.password.checklist(&violations);
+        if let Some(d) = dir_rules {
             for r in self.stricter_than_ours(d).texts() {
                 if matches!(r.rule, "history" | "directory_min_age" | "directory_quality") {
                     continue; // only the directory can tell

@@ -617,14 +617,10 @@ impl Directory for AdDirectory {
                 match bind_error(&res) {
                     // 773 / 532 come only with the right password: change it on the service
                     // account's connection, as a change (history and age apply).
+                    // A change sets pwdLastSet to now: nothing else to clear.
                     DirectoryError::PasswordExpired => {
                         self.service_modify(&entry.dn, Self::change_mods(old, new), None, policy.as_ref())
-                            .await?;
-                        if entry.account.must_change || entry.account.expired {
-                            // A change sets pwdLastSet to now; nothing else to clear.
-                            tracing::debug!("expired or must-change password changed");
-                        }
-                        Ok(())
+                            .await
                     }
                     other => Err(other),
                 }

@@ -76,6 +76,23 @@ async fn setup(uid: &str, password: &str) -> (&'static Slapd, String, String, Ld
     (slapd, ou, dn, dir)
 }
 
+/// LDIF pointing `dn` at its own password policy.
+fn policy_of(dn: &str, policy: &str) -> String {
+    format!("dn: {dn}\nchangetype: modify\nreplace: pwdPolicySubentry\npwdPolicySubentry: {policy}\n")
+}
+
+/// A user in `ou` governed by the policy entry `policy`; returns its DN.
+async fn user_under_policy(slapd: &Slapd, ou: &str, uid: &str, password: &str, policy: &str) -> String {
+    let user = LdapUser {
+        uid,
+        password: Some(password),
+        ..Default::default()
+    };
+    let dn = slapd.add_user(ou, &user).await.unwrap();
+    slapd.modify(&policy_of(&dn, policy)).await.unwrap();
+    dn
+}
+
 fn rules(e: DirectoryError) -> Vec<String> {
     match e {
         DirectoryError::Rejected(v) => v.into_iter().map(|v| v.rule).collect(),
@@ -365,23 +382,7 @@ async fn change_explains_every_ppolicy_refusal() {
         )
         .await
         .unwrap();
-    let user = slapd
-        .add_user(
-            &ou,
-            &LdapUser {
-                uid: "yara",
-                password: Some("Initial-Yara-1"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    slapd
-        .modify(&format!(
-            "dn: {user}\nchangetype: modify\nreplace: pwdPolicySubentry\npwdPolicySubentry: {young}\n"
-        ))
-        .await
-        .unwrap();
+    user_under_policy(slapd, &ou, "yara", "Initial-Yara-1", &young).await;
     dir.change_password(&login("yara"), &pw("Initial-Yara-1"), &pw("Second-Yara-2"))
         .await
         .unwrap();
@@ -399,23 +400,7 @@ async fn change_explains_every_ppolicy_refusal() {
         )
         .await
         .unwrap();
-    let user = slapd
-        .add_user(
-            &ou,
-            &LdapUser {
-                uid: "nora",
-                password: Some("Initial-Nora-1"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    slapd
-        .modify(&format!(
-            "dn: {user}\nchangetype: modify\nreplace: pwdPolicySubentry\npwdPolicySubentry: {locked_down}\n"
-        ))
-        .await
-        .unwrap();
+    user_under_policy(slapd, &ou, "nora", "Initial-Nora-1", &locked_down).await;
     let e = dir
         .change_password(&login("nora"), &pw("Initial-Nora-1"), &pw("Second-Nora-2"))
         .await
@@ -437,12 +422,7 @@ async fn an_expired_password_is_changed_with_the_old_one() {
         )
         .await
         .unwrap();
-    slapd
-        .modify(&format!(
-            "dn: {dn}\nchangetype: modify\nreplace: pwdPolicySubentry\npwdPolicySubentry: {short_lived}\n"
-        ))
-        .await
-        .unwrap();
+    slapd.modify(&policy_of(&dn, &short_lived)).await.unwrap();
     // pwdChangedTime is set by a password change.
     dir.change_password(&login("exa"), &pw("Initial-Exa-1"), &pw("Second-Exa-2"))
         .await

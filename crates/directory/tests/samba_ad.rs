@@ -104,6 +104,19 @@ impl Fixture {
         (name, dn)
     }
 
+    /// Creates a fine-grained password policy (precedence, one `samba-tool` option) for `user`.
+    async fn pso(&self, prefix: &str, precedence: &str, option: &str, user: &str) {
+        let pso = SambaDc::unique_name(prefix);
+        for args in [
+            ["create", &pso, precedence, option].as_slice(),
+            ["apply", &pso, user].as_slice(),
+        ] {
+            let mut all = vec!["domain", "passwordsettings", "pso"];
+            all.extend_from_slice(args);
+            self.dc.samba_tool(&all).await.unwrap();
+        }
+    }
+
     async fn attr(&self, dn: &str, name: &str) -> Option<String> {
         self.dc
             .read(dn, &[name])
@@ -511,21 +524,7 @@ mod sync {
 async fn a_fine_grained_policy_applies_to_its_users() {
     let f = Fixture::new().await;
     let (name, _) = f.user("fgp", "Initial-Fgp-1x").await;
-    let pso = SambaDc::unique_name("pso");
-    f.dc.samba_tool(&[
-        "domain",
-        "passwordsettings",
-        "pso",
-        "create",
-        &pso,
-        "10",
-        "--min-pwd-length=14",
-    ])
-    .await
-    .unwrap();
-    f.dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &name])
-        .await
-        .unwrap();
+    f.pso("pso", "10", "--min-pwd-length=14", &name).await;
     // An account that may read the PSO sees the user's own rules; the delegated account, which may
     // not, falls back to the domain's.
     let admin = directory(settings(f.dc, &f.ou, (SambaDc::ADMIN, SambaDc::ADMIN_PW)));
@@ -547,21 +546,7 @@ async fn a_minimum_age_does_not_block_self_service_resets_but_blocks_quick_chang
     let f = Fixture::new().await;
     let dir = f.dir();
     let (name, _) = f.user("age", "Initial-Age-1x").await;
-    let pso = SambaDc::unique_name("agepso");
-    f.dc.samba_tool(&[
-        "domain",
-        "passwordsettings",
-        "pso",
-        "create",
-        &pso,
-        "20",
-        "--min-pwd-age=1",
-    ])
-    .await
-    .unwrap();
-    f.dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &name])
-        .await
-        .unwrap();
+    f.pso("agepso", "20", "--min-pwd-age=1", &name).await;
     let l = login(&name);
     // The temporary password is written "must change", so the change to the chosen one goes through.
     dir.reset_password(&l, &pw("Second-Age-2x")).await.unwrap();
