@@ -24,27 +24,9 @@ async fn reset_in_a_real_browser() {
     let go = |p: &str| format!("{}{p}", t.base);
 
     c.goto(&go("/")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Id("go-reset"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Id("login"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Id("start"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "go-reset").await;
+    fill(c, "login", "alice").await;
+    click(c, "start").await;
 
     c.wait().for_element(Locator::Id("send")).await.unwrap();
     let page = c.source().await.unwrap();
@@ -53,13 +35,7 @@ async fn reset_in_a_real_browser() {
         !c.current_url().await.unwrap().as_str().contains("flow="),
         "no token in the URL"
     );
-    c.wait()
-        .for_element(Locator::Id("send"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "send").await;
     let code = code_in(
         &t.sink
             .wait_for_message_to("alice.private@example.net", MAIL_WAIT)
@@ -67,32 +43,14 @@ async fn reset_in_a_real_browser() {
             .unwrap(),
     );
 
-    c.wait()
-        .for_element(Locator::Id("code"))
-        .await
-        .unwrap()
-        .send_keys(&code)
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Id("verify"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(c, "code", &code).await;
+    click(c, "verify").await;
 
     // The rules are shown; a bad password is explained, every violation at once.
     c.wait().for_element(Locator::Id("set-password")).await.unwrap();
     let page = c.source().await.unwrap();
     assert!(page.contains("At least 12 characters."), "{page}");
-    c.wait()
-        .for_element(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
+    fill(c, "password", "alice").await;
     // The live checklist marks the rules as the user types (a few lines of script calling the API).
     c.wait()
         .for_element(Locator::Css("li[data-rule='min_length'].unmet"))
@@ -102,20 +60,8 @@ async fn reset_in_a_real_browser() {
         .for_element(Locator::Css("li[data-rule='max_length'].met"))
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Id("confirm"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Id("set-password"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(c, "confirm", "alice").await;
+    click(c, "set-password").await;
     let violations = c
         .find(Locator::Id("violations"))
         .await
@@ -128,13 +74,7 @@ async fn reset_in_a_real_browser() {
         "{violations}"
     );
 
-    c.wait()
-        .for_element(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("Browser-New-Password-7")
-        .await
-        .unwrap();
+    fill(c, "password", "Browser-New-Password-7").await;
     c.wait()
         .for_element(Locator::Css("li[data-rule='min_length'].met"))
         .await
@@ -143,20 +83,8 @@ async fn reset_in_a_real_browser() {
         .for_element(Locator::Css("li[data-rule='strength'].met"))
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Id("confirm"))
-        .await
-        .unwrap()
-        .send_keys("Browser-New-Password-7")
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Id("set-password"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(c, "confirm", "Browser-New-Password-7").await;
+    click(c, "set-password").await;
     let msg = c
         .find(Locator::Id("message"))
         .await
@@ -168,4 +96,26 @@ async fn reset_in_a_real_browser() {
 
     assert_eq!(t.sign_in("alice", "Browser-New-Password-7").await.0, 200);
     browser.close().await.unwrap();
+}
+
+/// Waits for the field `id` and types `text` into it.
+async fn fill(c: &fantoccini::Client, id: &str, text: &str) {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Waits for the element `id` and clicks it.
+async fn click(c: &fantoccini::Client, id: &str) {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
