@@ -412,3 +412,40 @@ pub trait Store: Send + Sync {
 
     async fn health(&self) -> Result<(), StoreError>;
 }
+
+/// How a code reaches a phone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhoneChannel {
+    Sms,
+    Voice,
+}
+
+/// A text for one phone number (E.164, `+` and digits): an SMS, or words read out by a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhoneMessage {
+    pub to: String,
+    pub channel: PhoneChannel,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Nothing was sent; trying again later may work (network, 5xx, timeout).
+    #[error("the phone provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused this message (bad number, blocked destination, credentials).
+    #[error("the phone provider refused the message: {0}")]
+    Rejected(String),
+    /// This provider cannot use this channel (an email-to-SMS gateway cannot call).
+    #[error("this provider cannot {0}")]
+    Unsupported(&'static str),
+}
+
+/// An SMS / voice provider (Twilio-shaped HTTP API, signed webhook, email-to-SMS gateway).
+#[async_trait]
+pub trait PhoneSender: Send + Sync {
+    fn name(&self) -> &str;
+    fn channels(&self) -> &[PhoneChannel];
+    async fn send(&self, message: &PhoneMessage) -> Result<(), SendError>;
+}
