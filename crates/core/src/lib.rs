@@ -12,6 +12,7 @@ pub mod flow;
 pub mod messages;
 pub mod password;
 pub mod ports;
+pub mod pow;
 pub mod secret;
 pub mod service;
 pub mod types;
