@@ -2,6 +2,9 @@
 //!
 //! * [`smtp::SmtpSink`]: a real SMTP server on loopback that keeps every
 //!   message it accepts in memory ([`smtp::CapturedMail`]).
+//! * [`phone_provider::FakeTwilio`] and [`phone_provider::FakeWebhook`]:
+//!   SMS / voice providers on loopback (Twilio's REST API, Gatehouse's
+//!   signed webhook) that check requests and record what they accept.
 //! * [`browser::Browser`]: headless Chromium driven through WebDriver
 //!   (Debian's `chromium` and `chromium-driver`).
 //! * [`slapd::Slapd`]: a private OpenLDAP slapd with ppolicy and memberOf
@@ -17,12 +20,14 @@
 
 pub mod browser;
 mod ldif;
+pub mod phone_provider;
 pub mod samba;
 pub mod slapd;
 pub mod smtp;
 mod tools;
 
 pub use browser::Browser;
+pub use phone_provider::{FakeTwilio, FakeWebhook, TwilioCall, TwilioFailure, TwilioMessage, WebhookMessage};
 pub use samba::{AdUser, SambaDc};
 pub use slapd::{LdapUser, Slapd};
 pub use smtp::{CapturedMail, SmtpSink};
