@@ -25,6 +25,11 @@ pub enum Activity {
     UserAdded,
     DirectorySynced,
     UserDisabled,
+    LinkSent,
+    MethodsReconfirmed,
+    MethodsCleared,
+    ReportedNotMe,
+    FlagCleared,
 }
 
 impl Activity {
@@ -47,6 +52,11 @@ impl Activity {
             Self::UserAdded => "user_added",
             Self::DirectorySynced => "directory_synced",
             Self::UserDisabled => "user_disabled",
+            Self::LinkSent => "link_sent",
+            Self::MethodsReconfirmed => "methods_reconfirmed",
+            Self::MethodsCleared => "methods_cleared",
+            Self::ReportedNotMe => "reported_not_me",
+            Self::FlagCleared => "flag_cleared",
         }
     }
 }

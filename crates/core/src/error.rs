@@ -30,6 +30,14 @@ pub enum ServiceError {
     NotFound,
     #[error("directory unavailable: {0}")]
     DirectoryUnavailable(String),
+    #[error("phone provider unavailable: {0}")]
+    PhoneUnavailable(String),
+    #[error("not allowed by policy")]
+    NotAllowed(&'static str),
+    #[error("throttled")]
+    Throttled,
+    #[error("proof of work missing or not valid")]
+    CaptchaRequired,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("internal: {0}")]
@@ -57,6 +65,10 @@ impl ServiceError {
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
             Self::DirectoryUnavailable(_) => "directory_unavailable",
+            Self::PhoneUnavailable(_) => "phone_unavailable",
+            Self::NotAllowed(_) => "not_allowed",
+            Self::Throttled => "too_many_requests",
+            Self::CaptchaRequired => "captcha_required",
             Self::Store(_) => "service_unavailable",
             Self::Internal(_) => "internal",
         }
@@ -92,6 +104,22 @@ impl ServiceError {
             Self::DirectoryUnavailable(_) => {
                 "The directory cannot be reached right now. Nothing was changed; please try again in a \
                  few minutes."
+                    .into()
+            }
+            Self::PhoneUnavailable(_) => {
+                "The text message or call could not be sent right now. Try again in a few minutes, or \
+                 choose another method."
+                    .into()
+            }
+            Self::NotAllowed(what) => format!("Your organisation's policy does not allow {what}."),
+            Self::Throttled => {
+                "Too many attempts. For your security, self-service is paused for a while; try \
+                                again later or contact the helpdesk."
+                    .into()
+            }
+            Self::CaptchaRequired => {
+                "Please let the page finish its browser check and try again (API clients: \
+                                      solve a new challenge from /api/v1/captcha)."
                     .into()
             }
             Self::Store(_) | Self::Internal(_) => {

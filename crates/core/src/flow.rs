@@ -3,6 +3,7 @@
 //! Only a flow in [`FlowStep::Password`] can lead to a password write, and only one in
 //! [`FlowStep::Unlock`] to an unlock. Decoy flows (unknown, disabled or unregistered logins) walk the
 //! same states but can never verify.
+use crate::phone::Phone;
 use crate::secret::{hashes_equal, TokenHash};
 use crate::types::{Email, FlowId, FlowKind, Login, MethodId, MethodKind};
 use serde::{Deserialize, Serialize};
@@ -28,13 +29,44 @@ impl FlowStep {
     }
 }
 
-/// A method offered in a flow: real (with its address) or a decoy (no address).
+/// Where a flow method's proof comes from. Secrets (authenticator key, answer hashes) stay in the
+/// store; a flow only knows which questions it asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum FlowTarget {
+    Email(Email),
+    Phone(Phone),
+    Totp,
+    /// The ids of the questions this flow asks.
+    Questions(Vec<String>),
+}
+
+/// A method offered in a flow: real (with its target) or a decoy (no target).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowMethod {
     pub id: MethodId,
     pub kind: MethodKind,
     pub hint: String,
-    pub address: Option<Email>,
+    #[serde(default)]
+    pub target: Option<FlowTarget>,
+}
+
+/// The code rules of the policy the flow started under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRules {
+    pub digits: u8,
+    pub lifetime_seconds: i64,
+    pub attempts: u32,
+}
+
+impl Default for CodeRules {
+    fn default() -> Self {
+        Self {
+            digits: 6,
+            lifetime_seconds: 600,
+            attempts: 5,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +100,8 @@ pub struct Flow {
     /// A reset flow for a locked account: once verified, the user may unlock instead of resetting.
     #[serde(default)]
     pub offer_unlock: bool,
+    #[serde(default)]
+    pub codes: CodeRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -151,8 +185,29 @@ impl Flow {
             return Err(FlowError::InvalidCode);
         }
         self.code = None;
+        self.accept(method, now)
+    }
+
+    /// Whether `method` may be proved now (before checking an authenticator code or answers).
+    pub fn can_prove(&self, method: &MethodId, now: OffsetDateTime) -> Result<&FlowMethod, FlowError> {
+        self.active(now)?;
+        if self.step != FlowStep::Verify || self.verified.contains(method) {
+            return Err(FlowError::WrongStep);
+        }
+        self.method(method)
+    }
+
+    /// A method was proved (a code matched here, or an authenticator code or answers were checked by
+    /// the caller). Once enough distinct methods are, the flow moves on to the password (reset) or
+    /// unlock step.
+    pub fn accept(&mut self, method: &MethodId, now: OffsetDateTime) -> Result<(), FlowError> {
+        self.can_prove(method, now)?;
+        if !self.genuine {
+            return Err(FlowError::InvalidCode);
+        }
         self.verified.push(method.clone());
         if self.verified.len() >= usize::from(self.required) {
+            self.code = None;
             self.step = match self.kind {
                 FlowKind::Reset => FlowStep::Password,
                 FlowKind::Unlock => FlowStep::Unlock,
@@ -192,7 +247,10 @@ impl Flow {
         self.methods
             .iter()
             .filter(|m| self.verified.contains(&m.id))
-            .filter_map(|m| m.address.clone())
+            .filter_map(|m| match &m.target {
+                Some(FlowTarget::Email(e)) => Some(e.clone()),
+                _ => None,
+            })
             .collect()
     }
 }
@@ -238,13 +296,13 @@ mod tests {
                     id: mid(1),
                     kind: MethodKind::Email,
                     hint: "a".into(),
-                    address: None,
+                    target: None,
                 },
                 FlowMethod {
                     id: mid(2),
                     kind: MethodKind::Email,
                     hint: "b".into(),
-                    address: None,
+                    target: None,
                 },
             ],
             required,
@@ -255,6 +313,7 @@ mod tests {
             expires_at: T0 + Duration::minutes(15),
             version: 0,
             offer_unlock: false,
+            codes: CodeRules::default(),
         }
     }
 

@@ -11,10 +11,15 @@ pub mod error;
 pub mod flow;
 pub mod messages;
 pub mod password;
+pub mod phone;
+pub mod policy;
 pub mod ports;
 pub mod pow;
+pub mod questions;
 pub mod secret;
 pub mod service;
+pub mod throttle;
+pub mod totp;
 pub mod types;
 
 pub use error::ServiceError;

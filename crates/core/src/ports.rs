@@ -2,6 +2,7 @@
 use crate::audit::AuditEvent;
 use crate::flow::Flow;
 use crate::password::Violation;
+use crate::phone::Phone;
 use crate::secret::{Password, TokenHash};
 use crate::types::{Email, Login, MethodId, MethodKind};
 use async_trait::async_trait;
@@ -115,6 +116,13 @@ pub trait Directory: Send + Sync {
 
     /// A helpdesk reset: sets the password as the service and, when asked, marks it "must change at
     /// next logon".
+    /// Locks the account (after a "this wasn't me" report). Directories that cannot lock say
+    /// Unsupported, and the account is flagged for the helpdesk instead.
+    async fn lock(&self, login: &Login) -> Result<(), DirectoryError> {
+        let _ = login;
+        Err(DirectoryError::Unsupported("locking an account"))
+    }
+
     async fn helpdesk_reset(
         &self,
         login: &Login,
@@ -214,19 +222,81 @@ pub struct SyncBatch {
 }
 
 /// A registered verification method.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One answer of a registered security-question set: the question's id and the argon2id hash of
+/// the normalised answer.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    pub question: String,
+    pub hash: String,
+}
+
+/// What a registered method proves possession of.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Target {
+    Email(Email),
+    /// A phone number for SMS or voice codes.
+    Phone(Phone),
+    /// An authenticator app: its shared key and the last time step a code was accepted for.
+    Totp {
+        secret: Vec<u8>,
+        last_step: Option<u64>,
+    },
+    Questions(Vec<StoredAnswer>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Email(e) => write!(f, "{e:?}"),
+            Self::Phone(p) => write!(f, "{p:?}"),
+            Self::Totp { .. } => f.write_str("Totp(redacted)"),
+            Self::Questions(a) => write!(f, "Questions({} answers, redacted)", a.len()),
+        }
+    }
+}
+
+impl Target {
+    /// The address or number a code goes to.
+    pub fn address(&self) -> Option<&str> {
+        match self {
+            Self::Email(e) => Some(e.as_str()),
+            Self::Phone(p) => Some(p.as_str()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Method {
     pub id: MethodId,
     pub login: Login,
     pub kind: MethodKind,
-    pub address: Email,
+    pub target: Target,
     pub verified: bool,
     pub source: String,
-    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When the user last verified or confirmed it (re-confirmation counts from here).
+    pub confirmed_at: Option<OffsetDateTime>,
 }
 
-/// The pending verification code of a method being registered.
+impl Method {
+    /// A hint that lets the user recognise the method without revealing it.
+    pub fn hint(&self) -> String {
+        match &self.target {
+            Target::Email(e) => e.masked(),
+            Target::Phone(p) => p.masked(),
+            Target::Totp { .. } => self.kind.label().to_owned(),
+            Target::Questions(a) => format!("{} ({})", self.kind.label(), a.len()),
+        }
+    }
+    pub fn email(&self) -> Option<&Email> {
+        match &self.target {
+            Target::Email(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct MethodCode {
     pub hash: TokenHash,
@@ -264,6 +334,10 @@ pub struct Changes {
     pub audit: Vec<AuditEvent>,
     pub mail: Vec<OutgoingMail>,
     pub failure: Option<FailureOp>,
+    /// Throttling counters to bump (key, time).
+    pub hits: Vec<(String, OffsetDateTime)>,
+    /// "This wasn't me" links to remember (their hash, whose account, until when).
+    pub report_links: Vec<(TokenHash, Login, OffsetDateTime)>,
 }
 
 impl Changes {
@@ -365,6 +439,28 @@ pub trait Store: Send + Sync {
     ) -> Result<MethodVerification, StoreError>;
     async fn remove_method(&self, login: &Login, id: &MethodId, changes: Changes)
         -> Result<bool, StoreError>;
+    /// Marks a method verified without a stored code (authenticator app: `totp_step` is the step of
+    /// the code that proved it, kept so the same code cannot be used again).
+    async fn mark_verified(
+        &self,
+        login: &Login,
+        id: &MethodId,
+        at: OffsetDateTime,
+        totp_step: Option<u64>,
+        changes: Changes,
+    ) -> Result<bool, StoreError>;
+    /// Records that an authenticator code of `step` was used: true only for the first use of a step
+    /// later than every step used before (single use, also under races).
+    async fn use_totp_step(&self, id: &MethodId, step: u64, changes: Changes) -> Result<bool, StoreError>;
+    /// The user confirmed their verified methods are still theirs.
+    async fn reconfirm_methods(
+        &self,
+        login: &Login,
+        at: OffsetDateTime,
+        changes: Changes,
+    ) -> Result<u64, StoreError>;
+    /// Removes every method of a user (helpdesk).
+    async fn clear_methods(&self, login: &Login, changes: Changes) -> Result<u64, StoreError>;
 
     async fn upsert_profile(&self, profile: &UserProfile, changes: Changes) -> Result<(), StoreError>;
     async fn profile(&self, login: &Login) -> Result<Option<UserProfile>, StoreError>;
@@ -387,6 +483,20 @@ pub trait Store: Send + Sync {
 
     /// Wrong codes for this key since `since`.
     async fn failures(&self, key: &str, since: OffsetDateTime) -> Result<u32, StoreError>;
+    /// Uses a "this wasn't me" link once: the login it was for, if it is valid and unused.
+    async fn claim_report_link(
+        &self,
+        token: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<Login>, StoreError>;
+    /// Flags (or, with `reason` None, clears the flag of) an account for the helpdesk.
+    async fn set_flag(&self, login: &Login, reason: Option<&str>, changes: Changes)
+        -> Result<(), StoreError>;
+    async fn flag(&self, login: &Login) -> Result<Option<String>, StoreError>;
+    /// Forgets counters, flows and sessions that ended before `before`.
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Records that a proof-of-work solution (its replay key) was used; false when it already was.
+    async fn use_once(&self, key: &str, expires_at: OffsetDateTime) -> Result<bool, StoreError>;
 
     async fn insert_session(&self, session: &Session, changes: Changes) -> Result<(), StoreError>;
     async fn session(&self, token: &TokenHash) -> Result<Option<Session>, StoreError>;

@@ -1,17 +1,26 @@
 //! The use cases. Each handler (web, API, CLI) calls exactly one of these.
 use crate::audit::{Activity, AuditEvent, Outcome};
 use crate::error::ServiceError;
-use crate::flow::{Flow, FlowError, FlowMethod, FlowStep};
+use crate::flow::{CodeRules, Flow, FlowError, FlowMethod, FlowStep, FlowTarget};
 use crate::messages::{self, Branding};
 use crate::password::{PasswordPolicy, RuleText, Violation};
+use crate::phone::Phone;
+use crate::policy::{Policies, Policy, SelfService};
 use crate::ports::{
     Account, AccountSpec, AuditRow, Changes, Clock, Directory, DirectoryError, FailureOp, Method,
-    MethodCheck, MethodCode, MethodVerification, QueuedMail, RightCheck, SecureRng, Session, Store,
-    SyncWrite, SyncedUser, UserProfile,
+    MethodCheck, MethodCode, MethodVerification, PhoneChannel, PhoneMessage, PhoneSender, QueuedMail,
+    RightCheck, SecureRng, Session, Store, StoredAnswer, SyncWrite, SyncedUser, Target, UserProfile,
 };
+use crate::pow;
+use crate::questions::{self, QuestionSet};
 use crate::secret::{InstanceKey, OtpCode, Password, Token, TokenHash};
+use crate::throttle::{self, Limit, ThrottleSettings};
+use crate::totp;
 use crate::types::{Email, FlowId, FlowKind, Login, MethodId, MethodKind, ParseError};
 use std::net::IpAddr;
+
+mod registration;
+pub use registration::{LinkKind, NewMethod, Registered, Registration};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
@@ -19,18 +28,36 @@ use time::{Duration, OffsetDateTime};
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub branding: Branding,
-    pub code_digits: u8,
-    pub code_lifetime: Duration,
     pub flow_lifetime: Duration,
-    pub max_code_attempts: u32,
     pub attempt_window: Duration,
     pub session_lifetime: Duration,
-    pub methods_required: u8,
     pub max_methods: usize,
     pub password: PasswordPolicy,
     /// Contact attributes synchronised from the directory count as registered methods without the
     /// user verifying them (off by default: directory attributes are often self-editable).
     pub trust_directory_contacts: bool,
+    /// Contact data from the HR import counts as registered (on by default: that is how a new hire
+    /// receives the onboarding link).
+    pub trust_import_contacts: bool,
+    /// Per-group policies and the default (which flows, which methods, how many, code rules).
+    pub policies: Policies,
+    /// ISO 3166 region for phone numbers typed without a country code.
+    pub default_region: String,
+    pub questions: QuestionSet,
+    /// How long a helpdesk recovery or onboarding link works.
+    pub link_lifetime: Duration,
+    pub throttle: ThrottleSettings,
+    /// Who is mailed when a user reports a reset or change they did not make.
+    pub security_alerts: Vec<Email>,
+    /// Proof-of-work on flow start (None: off).
+    pub captcha: Option<CaptchaSettings>,
+}
+
+/// The proof-of-work CAPTCHA on flow start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptchaSettings {
+    pub difficulty: pow::Difficulty,
+    pub ttl: Duration,
 }
 
 impl Default for Settings {
@@ -41,16 +68,20 @@ impl Default for Settings {
                 public_url: "http://127.0.0.1:8080".into(),
                 helpdesk: "your IT helpdesk".into(),
             },
-            code_digits: 6,
-            code_lifetime: Duration::minutes(10),
             flow_lifetime: Duration::minutes(15),
-            max_code_attempts: 5,
             attempt_window: Duration::hours(24),
             session_lifetime: Duration::minutes(30),
-            methods_required: 1,
             max_methods: 5,
             password: PasswordPolicy::default(),
             trust_directory_contacts: false,
+            trust_import_contacts: true,
+            policies: Policies::default(),
+            default_region: "US".into(),
+            questions: QuestionSet::builtin(),
+            link_lifetime: Duration::hours(72),
+            throttle: ThrottleSettings::default(),
+            security_alerts: vec![],
+            captcha: None,
         }
     }
 }
@@ -67,6 +98,8 @@ pub struct MethodView {
     pub id: MethodId,
     pub kind: MethodKind,
     pub hint: String,
+    /// Security questions: the ids of the questions asked.
+    pub questions: Vec<String>,
 }
 
 /// What a client may see of a flow.
@@ -97,12 +130,25 @@ impl From<&Flow> for FlowView {
                     id: m.id.clone(),
                     kind: m.kind,
                     hint: m.hint.clone(),
+                    questions: match &m.target {
+                        Some(FlowTarget::Questions(q)) => q.clone(),
+                        _ => vec![],
+                    },
                 })
                 .collect(),
             code_sent_to: f.code.as_ref().map(|c| c.method.clone()),
             unlock_available: f.offer_unlock && f.step == FlowStep::Password,
         }
     }
+}
+
+/// What the user offers for a method in a flow.
+#[derive(Clone, Copy, Debug)]
+pub enum Proof<'a> {
+    /// A code (email, text message, call, authenticator app).
+    Code(&'a str),
+    /// Answers to security questions: (question id, answer as typed).
+    Answers(&'a [(String, String)]),
 }
 
 pub struct StartedFlow {
@@ -179,6 +225,9 @@ const DECOY_PROVIDERS: [(&str, &str); 8] = [
     ("web", "de"),
 ];
 
+/// How long a "this wasn't me" link works.
+const REPORT_LINK_LIFETIME: Duration = Duration::days(14);
+
 /// Users written per store transaction during a synchronisation.
 const SYNC_PAGE: usize = 1000;
 
@@ -201,6 +250,7 @@ pub struct Gatehouse {
     settings: Arc<Settings>,
     key: InstanceKey,
     rights: Arc<std::sync::Mutex<Option<CachedRights>>>,
+    phone: Option<Arc<dyn PhoneSender>>,
 }
 
 impl Gatehouse {
@@ -222,7 +272,21 @@ impl Gatehouse {
             settings: Arc::new(settings),
             key,
             rights: Arc::default(),
+            phone: None,
         })
+    }
+
+    /// Adds the SMS / voice provider (without one, phone methods cannot be registered or used).
+    pub fn with_phone(mut self, sender: Arc<dyn PhoneSender>) -> Self {
+        self.phone = Some(sender);
+        self
+    }
+
+    /// The policy of an account (by its groups; privileged accounts get the privileged floor).
+    pub fn policy_for(&self, account: &Account) -> Policy {
+        self.settings
+            .policies
+            .for_account(&account.groups, account.privileged && !account.disabled)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -312,6 +376,12 @@ impl Gatehouse {
         e
     }
 
+    fn new_method_id(&self) -> MethodId {
+        let mut id = [0u8; 10];
+        self.rng.fill(&mut id);
+        MethodId::from_bytes(&id)
+    }
+
     fn random_hex(&self, bytes: usize) -> String {
         let mut b = vec![0u8; bytes];
         self.rng.fill(&mut b);
@@ -329,10 +399,41 @@ impl Gatehouse {
                     id: MethodId::from_bytes(&b[..10]),
                     kind: MethodKind::Email,
                     hint: format!("{letter}•••@{first}•••.{tld}"),
-                    address: None,
+                    target: None,
                 }
             })
             .collect()
+    }
+
+    fn code_rules(p: &Policy) -> CodeRules {
+        CodeRules {
+            digits: p.code_digits,
+            lifetime_seconds: p.code_lifetime.whole_seconds(),
+            attempts: p.code_attempts,
+        }
+    }
+
+    /// A registered method as a flow offers it (security questions: M of them, picked now).
+    fn flow_method(&self, m: &Method, p: &Policy) -> FlowMethod {
+        let target = match &m.target {
+            Target::Email(e) => FlowTarget::Email(e.clone()),
+            Target::Phone(n) => FlowTarget::Phone(n.clone()),
+            Target::Totp { .. } => FlowTarget::Totp,
+            Target::Questions(answers) => {
+                let ids: Vec<String> = answers.iter().map(|a| a.question.clone()).collect();
+                FlowTarget::Questions(questions::pick(
+                    self.rng.as_ref(),
+                    &ids,
+                    usize::from(p.questions_asked),
+                ))
+            }
+        };
+        FlowMethod {
+            id: m.id.clone(),
+            kind: m.kind,
+            hint: m.hint(),
+            target: Some(target),
+        }
     }
 
     /// Starts a reset or unlock flow. Unknown, disabled and unregistered logins get a decoy flow
@@ -341,53 +442,56 @@ impl Gatehouse {
         &self,
         kind: FlowKind,
         login: &str,
+        pow: Option<&str>,
         meta: &RequestMeta,
     ) -> Result<StartedFlow, ServiceError> {
         let login = Login::parse(login)?;
         let now = self.clock.now();
+        // The cheap checks first: proof of work, then the counters. No directory call, no hashing.
+        self.check_pow(pow, Some(&login), meta, now).await?;
+        if let Some(reason) = self.gate(login.as_str(), meta, now).await? {
+            return Err(self.blocked(Some(&login), reason, meta).await);
+        }
+        let hits = self.account_hits(&login, meta, now).await?;
         let account = self.directory.find_account(&login).await?;
         // The user may type any login attribute (uid or mail); methods are kept under the canonical one.
         let login = account.as_ref().map(|a| a.login.clone()).unwrap_or(login);
         let left_scope = match self.store.profile(&login).await? {
             Some(p) => p.disabled,
             None => false,
+        } || self.store.flag(&login).await?.is_some();
+        let policy = account.as_ref().map(|a| self.policy_for(a));
+        let usable: Vec<Method> = match &policy {
+            Some(p) => self
+                .store
+                .methods(&login)
+                .await?
+                .into_iter()
+                .filter(|m| m.verified && p.allows_method(m.kind))
+                .filter(|m| !(m.kind.is_phone() && self.phone.is_none()))
+                .collect(),
+            None => vec![],
         };
-        let verified: Vec<Method> = self
-            .store
-            .methods(&login)
-            .await?
-            .into_iter()
-            .filter(|m| m.verified)
-            .collect();
-        // Protected accounts get the privileged policy: at least two methods.
-        let privileged = account.as_ref().is_some_and(|a| a.privileged && !a.disabled);
-        let default_required = self.settings.methods_required.max(1);
-        let required = if privileged {
-            default_required.max(2)
-        } else {
-            default_required
-        };
-        let reason = match &account {
-            None => Some("unknown_account"),
-            Some(a) if a.disabled || left_scope => Some("account_disabled"),
-            Some(_) if verified.len() < usize::from(required) => Some("not_enough_methods"),
-            Some(_) => None,
+        let decoy_policy = self.settings.policies.for_unknown();
+        let reason = match (&account, &policy) {
+            (Some(a), _) if a.disabled || left_scope => Some("account_disabled"),
+            (Some(_), Some(p)) if !p.allows(SelfService::from(kind)) => Some("not_in_scope"),
+            (Some(_), Some(p)) if usable.len() < usize::from(p.reset_required) => Some("not_enough_methods"),
+            (Some(_), Some(_)) => None,
+            _ => Some("unknown_account"),
         };
         // A decoy asks for what an unknown login would be asked for.
-        let (methods, required) = match reason {
-            None => (
-                verified
-                    .iter()
-                    .map(|m| FlowMethod {
-                        id: m.id.clone(),
-                        kind: m.kind,
-                        hint: m.address.masked(),
-                        address: Some(m.address.clone()),
-                    })
-                    .collect(),
-                required,
+        let (methods, required, codes) = match (reason, &policy) {
+            (None, Some(p)) => (
+                usable.iter().map(|m| self.flow_method(m, p)).collect(),
+                p.reset_required,
+                Self::code_rules(p),
             ),
-            Some(_) => (self.decoy_methods(&login, default_required), default_required),
+            _ => (
+                self.decoy_methods(&login, decoy_policy.reset_required),
+                decoy_policy.reset_required,
+                Self::code_rules(decoy_policy),
+            ),
         };
         let token = Token::generate(self.rng.as_ref());
         let flow = Flow {
@@ -406,11 +510,15 @@ impl Gatehouse {
             version: 0,
             offer_unlock: reason.is_none()
                 && kind == FlowKind::Reset
-                && account.as_ref().is_some_and(|a| a.locked),
+                && account.as_ref().is_some_and(|a| a.locked)
+                && policy.as_ref().is_some_and(|p| p.allows(SelfService::Unlock)),
+            codes,
         };
         let mut event = self.flow_event(Activity::FlowStarted, &flow, meta);
         event.reason = Some(reason.unwrap_or(kind.as_str()).to_owned());
-        self.store.insert_flow(&flow, Changes::audit(event)).await?;
+        let mut changes = Changes::audit(event);
+        changes.hits = hits;
+        self.store.insert_flow(&flow, changes).await?;
         Ok(StartedFlow {
             token,
             view: FlowView::from(&flow),
@@ -429,50 +537,336 @@ impl Gatehouse {
         Ok(FlowView::from(&self.load_flow(token).await?))
     }
 
-    /// Sends a fresh code to one of the flow's methods (nothing leaves for a decoy).
-    pub async fn send_code(&self, token: &str, method: &str, meta: &RequestMeta) -> Result<(), ServiceError> {
+    /// Sends a fresh code to one of the flow's methods (nothing leaves for a decoy). Phone methods
+    /// need `confirm`, the full number typed by the user; the answer is the same whether it matched
+    /// or not (only a matching number gets a code).
+    pub async fn send_code(
+        &self,
+        token: &str,
+        method: &str,
+        confirm: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<(), ServiceError> {
         let method = MethodId::parse(method).map_err(|_| FlowError::UnknownMethod)?;
         let mut flow = self.load_flow(token).await?;
         let now = self.clock.now();
-        let code = OtpCode::generate(self.rng.as_ref(), self.settings.code_digits);
+        let m = flow.can_prove(&method, now)?.clone();
+        if !m.kind.sends_code() {
+            return Err(FlowError::WrongStep.into());
+        }
+        let code = OtpCode::generate(self.rng.as_ref(), flow.codes.digits);
         let hash = self.key.code_hash(&flow.id.0, &code);
         let version = flow.version;
-        let m = flow.code_sent(&method, hash, now, self.settings.code_lifetime)?;
+        let lifetime = Duration::seconds(flow.codes.lifetime_seconds);
         let mut event = self.flow_event(Activity::CodeSent, &flow, meta);
         event.method = Some(m.kind);
+        // Per destination; a decoy counts under its method id, so it is limited exactly alike.
+        let destination = match (&m.target, flow.genuine) {
+            (Some(FlowTarget::Email(e)), true) => e.as_str().to_owned(),
+            (Some(FlowTarget::Phone(p)), true) => p.as_str().to_owned(),
+            _ => m.id.to_string(),
+        };
+        if let Some(reason) = self.destination_full(&destination, now).await? {
+            return Err(self.blocked(Some(&flow.login), reason, meta).await);
+        }
         let mut changes = Changes::default();
-        match (&m.address, flow.genuine) {
-            (Some(to), true) => changes.mail.push(messages::code(
+        changes.hits.push((throttle::destination_key(&destination), now));
+        let mut phone_out = None;
+        match (&m.target, flow.genuine) {
+            (Some(FlowTarget::Email(to)), true) => changes.mail.push(messages::code(
                 &self.settings.branding,
                 to,
                 code.expose_secret(),
-                self.settings.code_lifetime.whole_minutes(),
-                match flow.kind {
-                    FlowKind::Reset => "reset your password",
-                    FlowKind::Unlock => "unlock your account",
-                },
+                lifetime.whole_minutes(),
+                Self::purpose(flow.kind),
             )),
+            (Some(FlowTarget::Phone(number)), true) => {
+                let confirmed = confirm
+                    .is_some_and(|typed| number.matches_confirmation(typed, &self.settings.default_region));
+                if !confirmed {
+                    event.result = Outcome::Failure;
+                    event.reason = Some("number_not_confirmed".into());
+                    self.store.record(Changes::audit(event)).await?;
+                    return Ok(());
+                }
+                let channel = if m.kind == MethodKind::Voice {
+                    PhoneChannel::Voice
+                } else {
+                    PhoneChannel::Sms
+                };
+                phone_out = Some(PhoneMessage {
+                    to: number.as_str().to_owned(),
+                    channel,
+                    text: messages::phone_code(
+                        &self.settings.branding,
+                        channel,
+                        code.expose_secret(),
+                        lifetime.whole_minutes(),
+                    ),
+                });
+            }
             _ => event.reason = Some("suppressed_decoy".into()),
         }
-        changes.audit.push(event);
+        flow.code_sent(&method, hash, now, lifetime)?;
         flow.version += 1;
-        if self.store.save_flow(&flow, version, changes).await? {
-            Ok(())
-        } else {
-            Err(FlowError::WrongStep.into())
+        if !self.store.save_flow(&flow, version, Changes::default()).await? {
+            return Err(FlowError::WrongStep.into());
         }
+        if let Some(message) = phone_out {
+            if let Err(e) = self.send_phone(&message, meta).await {
+                event.result = Outcome::Failure;
+                event.reason = Some(e.code().into());
+                self.store.record(Changes::audit(event)).await?;
+                return Err(e);
+            }
+        }
+        changes.audit.push(event);
+        self.store.record(changes).await?;
+        Ok(())
+    }
+
+    fn purpose(kind: FlowKind) -> &'static str {
+        match kind {
+            FlowKind::Reset => "reset your password",
+            FlowKind::Unlock => "unlock your account",
+        }
+    }
+
+    /// Sends a text or call, within the prefix limit, the budget and the circuit breaker.
+    async fn send_phone(&self, message: &PhoneMessage, meta: &RequestMeta) -> Result<(), ServiceError> {
+        let Some(sender) = &self.phone else {
+            return Err(ServiceError::PhoneUnavailable(
+                "no phone provider is configured".into(),
+            ));
+        };
+        let now = self.clock.now();
+        let t = &self.settings.throttle;
+        let prefix = throttle::prefix_key(&message.to, t.prefix_digits);
+        let since = now - t.phone_budget.window;
+        let reason = if self
+            .store
+            .failures(throttle::BREAKER, now - t.breaker_block)
+            .await?
+            > 0
+        {
+            Some("sms_circuit_breaker")
+        } else if self.over(&prefix, t.prefix, now).await? {
+            Some("phone_prefix_rate")
+        } else if self.over(throttle::PHONE_SENT, t.phone_budget, now).await? {
+            Some("phone_budget")
+        } else {
+            let sent = self.store.failures(throttle::PHONE_SENT, since).await?;
+            let verified = self.store.failures(throttle::PHONE_VERIFIED, since).await?;
+            if throttle::breaker_trips(t, sent, verified) {
+                let mut changes = Changes::audit(self.blocked_event(None, "sms_circuit_breaker", meta));
+                changes.hits.push((throttle::BREAKER.to_owned(), now));
+                self.store.record(changes).await?;
+                tracing::error!(
+                    sent,
+                    verified,
+                    "SMS circuit breaker tripped: texts and calls paused"
+                );
+                return Err(ServiceError::PhoneUnavailable("circuit breaker".into()));
+            }
+            None
+        };
+        if let Some(reason) = reason {
+            self.store
+                .record(Changes::audit(self.blocked_event(None, reason, meta)))
+                .await?;
+            return Err(ServiceError::PhoneUnavailable(reason.into()));
+        }
+        sender.send(message).await.map_err(|e| {
+            tracing::warn!(provider = sender.name(), error = %e, "phone message not sent");
+            ServiceError::PhoneUnavailable(e.to_string())
+        })?;
+        let changes = Changes {
+            hits: vec![(throttle::PHONE_SENT.to_owned(), now), (prefix, now)],
+            ..Changes::default()
+        };
+        self.store.record(changes).await?;
+        Ok(())
+    }
+
+    /// True when `key` has reached `limit` within its window.
+    async fn over(&self, key: &str, limit: Limit, now: OffsetDateTime) -> Result<bool, ServiceError> {
+        if !limit.enabled() {
+            return Ok(false);
+        }
+        Ok(self.store.failures(key, now - limit.window).await? >= limit.max)
+    }
+
+    /// The door of every unauthenticated step: the client's address and network, and an account
+    /// block. Keyed by the login as typed, so a blocked unknown login answers like a blocked real one.
+    async fn gate(
+        &self,
+        login: &str,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> Result<Option<&'static str>, ServiceError> {
+        let t = &self.settings.throttle;
+        if let Some(ip) = meta.ip {
+            if self.over(&throttle::ip_key(ip), t.ip, now).await? {
+                return Ok(Some("ip_rate"));
+            }
+            if self.over(&throttle::subnet_key(ip), t.subnet, now).await? {
+                return Ok(Some("network_rate"));
+            }
+        }
+        if t.account.enabled()
+            && self
+                .store
+                .failures(&throttle::account_block_key(login), now - t.account_block)
+                .await?
+                > 0
+        {
+            return Ok(Some("account_rate"));
+        }
+        Ok(None)
+    }
+
+    /// The counters one attempt against an account bumps; the block marker once it reaches the limit.
+    async fn account_hits(
+        &self,
+        login: &Login,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, OffsetDateTime)>, ServiceError> {
+        let t = &self.settings.throttle;
+        let key = throttle::account_key(login.as_str());
+        let mut hits = vec![(key.clone(), now)];
+        if let Some(ip) = meta.ip {
+            hits.push((throttle::ip_key(ip), now));
+            hits.push((throttle::subnet_key(ip), now));
+        }
+        if t.account.enabled()
+            && self.store.failures(&key, now - t.account.window).await? + 1 >= t.account.max
+        {
+            hits.push((throttle::account_block_key(login.as_str()), now));
+        }
+        Ok(hits)
+    }
+
+    /// Whether a destination had its codes for now (3 in 10 minutes, 10 a day by default).
+    async fn destination_full(
+        &self,
+        destination: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<&'static str>, ServiceError> {
+        let key = throttle::destination_key(destination);
+        let t = &self.settings.throttle;
+        if self.over(&key, t.destination_short, now).await? || self.over(&key, t.destination_day, now).await?
+        {
+            return Ok(Some("destination_rate"));
+        }
+        Ok(None)
+    }
+
+    fn blocked_event(&self, login: Option<&Login>, reason: &str, meta: &RequestMeta) -> AuditEvent {
+        let mut e = self.event(Activity::Blocked, login, meta);
+        e.result = Outcome::Failure;
+        e.reason = Some(format!("blocked from self-service password reset: {reason}"));
+        e
+    }
+
+    /// Audits a throttled request and gives the one answer every throttled request gets.
+    async fn blocked(&self, login: Option<&Login>, reason: &str, meta: &RequestMeta) -> ServiceError {
+        if let Err(e) = self
+            .store
+            .record(Changes::audit(self.blocked_event(login, reason, meta)))
+            .await
+        {
+            return e.into();
+        }
+        ServiceError::Throttled
+    }
+
+    /// The proof-of-work key (derived from the instance key: every node agrees).
+    fn pow_key(&self) -> [u8; 32] {
+        self.key.derive("pow", "challenge")
+    }
+
+    /// How hard a challenge is for this client now: harder for an address or account under pressure.
+    async fn pow_difficulty(
+        &self,
+        c: &CaptchaSettings,
+        login: Option<&Login>,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> Result<u64, ServiceError> {
+        let window = self.settings.throttle.account.window;
+        let mut pressure = 0;
+        if let Some(ip) = meta.ip {
+            pressure = pressure.max(self.store.failures(&throttle::ip_key(ip), now - window).await?);
+        }
+        if let Some(l) = login {
+            pressure = pressure.max(
+                self.store
+                    .failures(&throttle::account_key(l.as_str()), now - window)
+                    .await?,
+            );
+        }
+        Ok(c.difficulty.maxnumber_for(pressure))
+    }
+
+    /// A challenge for the flow-start form or an API client (None when the CAPTCHA is off).
+    pub async fn pow_challenge(
+        &self,
+        login: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<Option<pow::Challenge>, ServiceError> {
+        let Some(c) = &self.settings.captcha else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let login = login.and_then(|l| Login::parse(l).ok());
+        let max = self.pow_difficulty(c, login.as_ref(), meta, now).await?;
+        Ok(Some(pow::create(
+            &self.pow_key(),
+            self.rng.as_ref(),
+            now,
+            max,
+            c.ttl,
+        )))
+    }
+
+    /// Checks a solved challenge: valid, hard enough for the current pressure, and used once.
+    async fn check_pow(
+        &self,
+        payload: Option<&str>,
+        login: Option<&Login>,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> Result<(), ServiceError> {
+        let Some(c) = &self.settings.captcha else {
+            return Ok(());
+        };
+        let Some(payload) = payload.filter(|p| !p.trim().is_empty()) else {
+            return Err(ServiceError::CaptchaRequired);
+        };
+        let solved = pow::verify(&self.pow_key(), payload, now).map_err(|_| ServiceError::CaptchaRequired)?;
+        let needed = self.pow_difficulty(c, login, meta, now).await?;
+        if solved.maxnumber().unwrap_or(0) < needed {
+            return Err(ServiceError::CaptchaRequired);
+        }
+        if !self.store.use_once(solved.replay_key(), solved.expires()).await? {
+            return Err(ServiceError::CaptchaRequired);
+        }
+        Ok(())
     }
 
     fn failure_key(login: &Login) -> String {
         format!("code:{login}")
     }
 
-    /// Checks a code. Wrong codes count per account across flows and re-sent codes.
-    pub async fn verify_code(
+    /// Checks a proof for one of the flow's methods: a code (email, phone, authenticator app) or
+    /// the answers to the security questions the flow asked. Failures count per account across
+    /// flows and methods.
+    pub async fn verify(
         &self,
         token: &str,
         method: &str,
-        code: &str,
+        proof: Proof<'_>,
         meta: &RequestMeta,
     ) -> Result<FlowView, ServiceError> {
         let method = MethodId::parse(method).map_err(|_| FlowError::UnknownMethod)?;
@@ -483,29 +877,53 @@ impl Gatehouse {
             .store
             .failures(&key, now - self.settings.attempt_window)
             .await?;
-        if failures >= self.settings.max_code_attempts {
+        let max_attempts = flow.codes.attempts;
+        if let Some(reason) = self.gate(flow.login.as_str(), meta, now).await? {
+            return Err(self.blocked(Some(&flow.login), reason, meta).await);
+        }
+        if failures >= max_attempts {
             let mut e = self.flow_event(Activity::Blocked, &flow, meta);
             e.result = Outcome::Failure;
             e.reason = Some("too_many_attempts".into());
             self.store.record(Changes::audit(e)).await?;
             return Err(ServiceError::TooManyAttempts);
         }
-        let typed = match OtpCode::parse(code) {
-            Ok(c) => self.key.code_hash(&flow.id.0, &c),
-            // A malformed code can never match; it still counts as a wrong one.
-            Err(_) => TokenHash([0; 32]),
-        };
         let version = flow.version;
-        let kind = flow.methods.iter().find(|m| m.id == method).map(|m| m.kind);
-        match flow.verify(&method, &typed, now) {
+        let target = flow.methods.iter().find(|m| m.id == method).cloned();
+        let kind = target.as_ref().map(|m| m.kind);
+        let outcome = match target.as_ref().and_then(|m| m.target.clone()) {
+            Some(FlowTarget::Totp) if flow.genuine => self
+                .prove_totp(&flow, &method, proof, now)
+                .await?
+                .and_then(|()| flow.accept(&method, now)),
+            Some(FlowTarget::Questions(asked)) if flow.genuine => self
+                .prove_answers(&flow, &method, &asked, proof, now)
+                .await?
+                .and_then(|()| flow.accept(&method, now)),
+            _ => {
+                let typed = match proof {
+                    Proof::Code(code) => match OtpCode::parse(code) {
+                        Ok(c) => self.key.code_hash(&flow.id.0, &c),
+                        // A malformed code can never match; it still counts as a wrong one.
+                        Err(_) => TokenHash([0; 32]),
+                    },
+                    Proof::Answers(_) => TokenHash([0; 32]),
+                };
+                flow.verify(&method, &typed, now)
+            }
+        };
+        match outcome {
             Ok(()) => {
                 let mut e = self.flow_event(Activity::CodeVerified, &flow, meta);
                 e.method = kind;
-                let changes = Changes {
+                let mut changes = Changes {
                     audit: vec![e],
-                    mail: vec![],
                     failure: Some(FailureOp::Clear { key }),
+                    ..Changes::default()
                 };
+                if kind.is_some_and(MethodKind::is_phone) {
+                    changes.hits.push((throttle::PHONE_VERIFIED.to_owned(), now));
+                }
                 flow.version += 1;
                 if self.store.save_flow(&flow, version, changes).await? {
                     Ok(FlowView::from(&flow))
@@ -521,11 +939,12 @@ impl Gatehouse {
                 e.reason = Some(ServiceError::Flow(err).code().into());
                 let changes = Changes {
                     audit: vec![e],
-                    mail: vec![],
                     failure: Some(FailureOp::Increment { key, at: now }),
+                    hits: self.account_hits(&flow.login, meta, now).await?,
+                    ..Changes::default()
                 };
                 self.store.record(changes).await?;
-                if failures + 1 >= self.settings.max_code_attempts {
+                if failures + 1 >= max_attempts {
                     Err(ServiceError::TooManyAttempts)
                 } else {
                     Err(err.into())
@@ -533,6 +952,81 @@ impl Gatehouse {
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// The registered method behind a flow method (secrets are read only here).
+    async fn stored_method(&self, login: &Login, id: &MethodId) -> Result<Option<Method>, ServiceError> {
+        Ok(self
+            .store
+            .methods(login)
+            .await?
+            .into_iter()
+            .find(|m| &m.id == id && m.verified))
+    }
+
+    /// An authenticator code: valid for the current step ±1 and never twice (the step is claimed in
+    /// the store, so parallel submissions of one code give one success).
+    async fn prove_totp(
+        &self,
+        flow: &Flow,
+        method: &MethodId,
+        proof: Proof<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Result<(), FlowError>, ServiceError> {
+        if let Err(e) = flow.can_prove(method, now) {
+            return Ok(Err(e));
+        }
+        let (Proof::Code(code), Some(m)) = (proof, self.stored_method(&flow.login, method).await?) else {
+            return Ok(Err(FlowError::InvalidCode));
+        };
+        let Target::Totp { secret, last_step } = &m.target else {
+            return Ok(Err(FlowError::InvalidCode));
+        };
+        let Ok(secret) = totp::TotpSecret::from_bytes(secret) else {
+            return Ok(Err(FlowError::InvalidCode));
+        };
+        let Some(step) = totp::verify(&secret, code, now, *last_step) else {
+            return Ok(Err(FlowError::InvalidCode));
+        };
+        if !self.store.use_totp_step(method, step, Changes::default()).await? {
+            return Ok(Err(FlowError::InvalidCode));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The answers to the questions this flow asked: every one must match.
+    async fn prove_answers(
+        &self,
+        flow: &Flow,
+        method: &MethodId,
+        asked: &[String],
+        proof: Proof<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Result<(), FlowError>, ServiceError> {
+        if let Err(e) = flow.can_prove(method, now) {
+            return Ok(Err(e));
+        }
+        let (Proof::Answers(given), Some(m)) = (proof, self.stored_method(&flow.login, method).await?) else {
+            return Ok(Err(FlowError::InvalidCode));
+        };
+        let Target::Questions(stored) = &m.target else {
+            return Ok(Err(FlowError::InvalidCode));
+        };
+        let mut all = !asked.is_empty();
+        for q in asked {
+            let typed = given.iter().find(|(id, _)| id == q).map(|(_, a)| a.as_str());
+            let hash = stored.iter().find(|s| &s.question == q).map(|s| s.hash.as_str());
+            // Every asked answer is checked (no early exit), so the time says nothing about which failed.
+            let ok = match (typed, hash) {
+                (Some(t), Some(h)) => questions::verify_answer(&questions::normalise_answer(t), h),
+                _ => false,
+            };
+            all &= ok;
+        }
+        if !all {
+            return Ok(Err(FlowError::InvalidCode));
+        }
+        Ok(Ok(()))
     }
 
     /// Checks a candidate password against the policy (no directory call).
@@ -571,7 +1065,8 @@ impl Gatehouse {
         }
     }
 
-    async fn notifications(&self, login: &Login, what: &str) -> Vec<crate::ports::OutgoingMail> {
+    /// The notification mails of a reset, change or unlock, with one "this wasn't me" link for them.
+    async fn notifications(&self, login: &Login, what: &str) -> Changes {
         let account = self.directory.find_account(login).await.ok().flatten();
         let name = account
             .as_ref()
@@ -579,13 +1074,76 @@ impl Gatehouse {
             .unwrap_or_else(|| login.to_string());
         let mut to: Vec<Email> = account.and_then(|a| a.email).into_iter().collect();
         if let Ok(methods) = self.store.methods(login).await {
-            to.extend(methods.into_iter().filter(|m| m.verified).map(|m| m.address));
+            to.extend(
+                methods
+                    .into_iter()
+                    .filter(|m| m.verified)
+                    .filter_map(|m| m.email().cloned()),
+            );
         }
         to.sort_by_key(|a| a.as_str().to_lowercase());
         to.dedup_by(|a, b| a.as_str().eq_ignore_ascii_case(b.as_str()));
-        to.iter()
-            .map(|t| messages::notification(&self.settings.branding, t, &name, what))
-            .collect()
+        let token = Token::generate(self.rng.as_ref());
+        let url = format!(
+            "{}/not-me/{}",
+            self.settings.branding.public_url.trim_end_matches('/'),
+            token.expose_secret()
+        );
+        Changes {
+            mail: to
+                .iter()
+                .map(|t| {
+                    messages::notification_with_report(&self.settings.branding, t, &name, what, Some(&url))
+                })
+                .collect(),
+            report_links: vec![(
+                token.hash(),
+                login.clone(),
+                self.clock.now() + REPORT_LINK_LIFETIME,
+            )],
+            ..Changes::default()
+        }
+    }
+
+    /// "This wasn't me": the one-time link from a notification locks the account (or, where the
+    /// directory cannot lock, flags it), ends its sessions, turns self-service off for it until the
+    /// helpdesk clears the flag, and alerts the administrators.
+    pub async fn report_not_me(&self, token: &str, meta: &RequestMeta) -> Result<(), ServiceError> {
+        let token = Token::parse(token).map_err(|_| ServiceError::NotFound)?;
+        let now = self.clock.now();
+        let Some(login) = self.store.claim_report_link(&token.hash(), now).await? else {
+            return Err(ServiceError::NotFound);
+        };
+        let action = match self.directory.lock(&login).await {
+            Ok(()) => "the account was locked in the directory and flagged for the helpdesk",
+            Err(e) => {
+                tracing::warn!(error = %e, "the directory did not lock the reported account; flagged only");
+                "the directory could not lock the account, so it was flagged for the helpdesk"
+            }
+        };
+        let mut e = self.event(Activity::ReportedNotMe, Some(&login), meta);
+        e.reason = Some(action.into());
+        let mut changes = Changes::audit(e);
+        for admin in &self.settings.security_alerts {
+            changes.mail.push(messages::security_alert(
+                &self.settings.branding,
+                admin,
+                login.as_str(),
+                action,
+            ));
+        }
+        self.store
+            .set_flag(&login, Some("reported_not_me"), changes)
+            .await?;
+        self.store.delete_sessions_of(&login).await?;
+        Ok(())
+    }
+
+    /// Helpdesk: clears a "this wasn't me" flag (after checking with the user).
+    pub async fn admin_clear_flag(&self, login: &Login, actor: &str) -> Result<(), ServiceError> {
+        let mut e = self.event(Activity::FlagCleared, Some(login), &RequestMeta::default());
+        e.actor = actor.to_owned();
+        Ok(self.store.set_flag(login, None, Changes::audit(e)).await?)
     }
 
     /// Claims a verified flow (single use), runs the directory write, and records the outcome.
@@ -610,8 +1168,8 @@ impl Gatehouse {
         }
         match write(flow.login.clone()).await {
             Ok(()) => {
-                let mut changes = Changes::audit(self.flow_event(activity, &flow, meta));
-                changes.mail = self.notifications(&flow.login, what).await;
+                let mut changes = self.notifications(&flow.login, what).await;
+                changes.audit.push(self.flow_event(activity, &flow, meta));
                 changes.failure = Some(FailureOp::Clear {
                     key: Self::failure_key(&flow.login),
                 });
@@ -728,8 +1286,24 @@ impl Gatehouse {
         meta: &RequestMeta,
     ) -> Result<(), ServiceError> {
         let login = Login::parse(login)?;
+        let now = self.clock.now();
+        if let Some(reason) = self.gate(login.as_str(), meta, now).await? {
+            return Err(self.blocked(Some(&login), reason, meta).await);
+        }
         let violations = self.violations(&login, None, new).await;
         let mut e = self.event(Activity::PasswordChanged, Some(&login), meta);
+        // A policy without "change": refused, but only to someone who knows the password.
+        let account = self.directory.find_account(&login).await?;
+        if account.is_some_and(|a| !self.policy_for(&a).allows(SelfService::Change)) {
+            let err = match self.directory.authenticate(&login, old).await {
+                Ok(_) => ServiceError::NotAllowed("changing your password here"),
+                Err(err) => ServiceError::from(err),
+            };
+            e.result = Outcome::Failure;
+            e.reason = Some(err.code().into());
+            self.store.record(Changes::audit(e)).await?;
+            return Err(err);
+        }
         if !violations.is_empty() {
             e.result = Outcome::Failure;
             e.reason = Some("password_rejected".into());
@@ -738,8 +1312,8 @@ impl Gatehouse {
         }
         match self.directory.change_password(&login, old, new).await {
             Ok(()) => {
-                let mut changes = Changes::audit(e);
-                changes.mail = self.notifications(&login, "your password was changed").await;
+                let mut changes = self.notifications(&login, "your password was changed").await;
+                changes.audit.push(e);
                 self.store.record(changes).await?;
                 self.store.delete_sessions_of(&login).await?;
                 Ok(())
@@ -748,7 +1322,11 @@ impl Gatehouse {
                 let err = ServiceError::from(err);
                 e.result = Outcome::Failure;
                 e.reason = Some(err.code().into());
-                self.store.record(Changes::audit(e)).await?;
+                let mut changes = Changes::audit(e);
+                if matches!(err, ServiceError::InvalidCredentials) {
+                    changes.hits = self.account_hits(&login, meta, now).await?;
+                }
+                self.store.record(changes).await?;
                 Err(err)
             }
         }
@@ -762,6 +1340,10 @@ impl Gatehouse {
         meta: &RequestMeta,
     ) -> Result<Token, ServiceError> {
         let login = Login::parse(login)?;
+        let now = self.clock.now();
+        if let Some(reason) = self.gate(login.as_str(), meta, now).await? {
+            return Err(self.blocked(Some(&login), reason, meta).await);
+        }
         match self.directory.authenticate(&login, password).await {
             Ok(account) => {
                 let token = Token::generate(self.rng.as_ref());
@@ -781,7 +1363,11 @@ impl Gatehouse {
                 let mut e = self.event(Activity::SignInFailed, Some(&login), meta);
                 e.result = Outcome::Failure;
                 e.reason = Some(err.code().into());
-                self.store.record(Changes::audit(e)).await?;
+                let mut changes = Changes::audit(e);
+                if matches!(err, ServiceError::InvalidCredentials) {
+                    changes.hits = self.account_hits(&login, meta, now).await?;
+                }
+                self.store.record(changes).await?;
                 Err(err)
             }
         }
@@ -811,147 +1397,6 @@ impl Gatehouse {
 
     pub async fn my_methods(&self, ctx: &SessionCtx) -> Result<Vec<Method>, ServiceError> {
         Ok(self.store.methods(&ctx.login).await?)
-    }
-
-    /// Registers an alternate address; a code goes to it, and it counts once verified.
-    pub async fn add_method(
-        &self,
-        ctx: &SessionCtx,
-        kind: &str,
-        address: &str,
-        meta: &RequestMeta,
-    ) -> Result<Method, ServiceError> {
-        let kind = MethodKind::parse(kind)?;
-        let address = Email::parse(address)?;
-        let mut existing = self.store.methods(&ctx.login).await?;
-        if let Some(m) = existing
-            .iter()
-            .find(|m| m.address.as_str().eq_ignore_ascii_case(address.as_str()))
-        {
-            if m.verified {
-                return Err(ParseError::new("address", "this address is already registered").into());
-            }
-            // Not verified yet (a directory candidate, or a code that never arrived): start over with a
-            // fresh code.
-            self.store
-                .remove_method(&ctx.login, &m.id, Changes::default())
-                .await?;
-            let id = m.id.clone();
-            existing.retain(|x| x.id != id);
-        }
-        if existing.len() >= self.settings.max_methods {
-            return Err(ParseError::new(
-                "address",
-                format!(
-                    "at most {} methods can be registered; remove one first",
-                    self.settings.max_methods
-                ),
-            )
-            .into());
-        }
-        let now = self.clock.now();
-        let mut id = [0u8; 10];
-        self.rng.fill(&mut id);
-        let method = Method {
-            id: MethodId::from_bytes(&id),
-            login: ctx.login.clone(),
-            kind,
-            address: address.clone(),
-            verified: false,
-            source: "user".into(),
-            created_at: now,
-        };
-        let code = OtpCode::generate(self.rng.as_ref(), self.settings.code_digits);
-        let pending = MethodCode {
-            hash: self.key.code_hash(method.id.as_str(), &code),
-            expires_at: now + self.settings.code_lifetime,
-        };
-        let mut e = self.event(Activity::MethodRegistered, Some(&ctx.login), meta);
-        e.method = Some(kind);
-        let mail = messages::code(
-            &self.settings.branding,
-            &address,
-            code.expose_secret(),
-            self.settings.code_lifetime.whole_minutes(),
-            "confirm this address for password reset",
-        );
-        let changes = Changes {
-            audit: vec![e],
-            mail: vec![mail],
-            failure: None,
-        };
-        self.store.insert_method(&method, Some(&pending), changes).await?;
-        Ok(method)
-    }
-
-    pub async fn verify_method(
-        &self,
-        ctx: &SessionCtx,
-        id: &str,
-        code: &str,
-        meta: &RequestMeta,
-    ) -> Result<(), ServiceError> {
-        let id = MethodId::parse(id).map_err(|_| ServiceError::NotFound)?;
-        let typed = match OtpCode::parse(code) {
-            Ok(c) => self.key.code_hash(id.as_str(), &c),
-            Err(_) => TokenHash([0; 32]),
-        };
-        let mut ok = self.event(Activity::MethodVerified, Some(&ctx.login), meta);
-        ok.method = Some(MethodKind::Email);
-        let mut failed = ok.clone();
-        failed.result = Outcome::Failure;
-        failed.reason = Some("invalid_code".into());
-        let now = self.clock.now();
-        match self
-            .store
-            .verify_method(
-                MethodCheck {
-                    login: &ctx.login,
-                    id: &id,
-                    code: &typed,
-                    now,
-                    max_attempts: self.settings.max_code_attempts,
-                },
-                Changes::audit(ok),
-                Changes::audit(failed),
-            )
-            .await?
-        {
-            MethodVerification::Verified => Ok(()),
-            MethodVerification::WrongCode => Err(FlowError::InvalidCode.into()),
-            MethodVerification::Expired => Err(FlowError::CodeExpired.into()),
-            MethodVerification::TooManyAttempts => Err(ServiceError::TooManyAttempts),
-            MethodVerification::NotFound => Err(ServiceError::NotFound),
-        }
-    }
-
-    pub async fn remove_method(
-        &self,
-        ctx: &SessionCtx,
-        id: &str,
-        meta: &RequestMeta,
-    ) -> Result<(), ServiceError> {
-        let id = MethodId::parse(id).map_err(|_| ServiceError::NotFound)?;
-        let methods = self.store.methods(&ctx.login).await?;
-        let Some(m) = methods.into_iter().find(|m| m.id == id) else {
-            return Err(ServiceError::NotFound);
-        };
-        let mut e = self.event(Activity::MethodRemoved, Some(&ctx.login), meta);
-        e.method = Some(m.kind);
-        let mut changes = Changes::audit(e);
-        if m.verified {
-            changes.mail.push(messages::notification(
-                &self.settings.branding,
-                &m.address,
-                ctx.login.as_str(),
-                "this address was removed from your password reset methods",
-            ));
-        }
-        if self.store.remove_method(&ctx.login, &id, changes).await? {
-            Ok(())
-        } else {
-            Err(ServiceError::NotFound)
-        }
     }
 
     /// Imports one user (HR feed or `users add`). Idempotent. An alternate email from HR counts as
@@ -997,33 +1442,50 @@ impl Gatehouse {
         e.actor = format!("admin:{source}");
         self.store.upsert_profile(&profile, Changes::audit(e)).await?;
         let mut method_added = false;
+        let trusted = self.settings.trust_import_contacts;
+        let now = self.clock.now();
+        let mut contacts: Vec<(MethodKind, Target)> = vec![];
         if let Some(alt) = &user.alternate_email {
-            let existing = self.store.methods(&user.login).await?;
-            if !existing
-                .iter()
-                .any(|m| m.address.as_str().eq_ignore_ascii_case(alt.as_str()))
-            {
-                let mut id = [0u8; 10];
-                self.rng.fill(&mut id);
-                let method = Method {
-                    id: MethodId::from_bytes(&id),
-                    login: user.login.clone(),
-                    kind: MethodKind::Email,
-                    address: alt.clone(),
-                    verified: true,
-                    source: source.to_owned(),
-                    created_at: self.clock.now(),
-                };
-                let mut e = self.event(
-                    Activity::MethodRegistered,
-                    Some(&user.login),
-                    &RequestMeta::default(),
-                );
-                e.actor = format!("admin:{source}");
-                e.method = Some(MethodKind::Email);
-                self.store.insert_method(&method, None, Changes::audit(e)).await?;
-                method_added = true;
+            contacts.push((MethodKind::Email, Target::Email(alt.clone())));
+        }
+        if let Some(phone) = user
+            .mobile_phone
+            .as_deref()
+            .and_then(|p| Phone::parse(p, &self.settings.default_region).ok())
+        {
+            contacts.push((MethodKind::Sms, Target::Phone(phone)));
+        }
+        let existing = self.store.methods(&user.login).await?;
+        for (kind, target) in contacts {
+            let known = existing.iter().any(|m| {
+                m.kind == kind
+                    && m.target
+                        .address()
+                        .zip(target.address())
+                        .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+            });
+            if known {
+                continue;
             }
+            let method = Method {
+                id: self.new_method_id(),
+                login: user.login.clone(),
+                kind,
+                target,
+                verified: trusted,
+                source: source.to_owned(),
+                created_at: now,
+                confirmed_at: trusted.then_some(now),
+            };
+            let mut e = self.event(
+                Activity::MethodRegistered,
+                Some(&user.login),
+                &RequestMeta::default(),
+            );
+            e.actor = format!("admin:{source}");
+            e.method = Some(kind);
+            self.store.insert_method(&method, None, Changes::audit(e)).await?;
+            method_added = true;
         }
         Ok(ImportOutcome {
             account_created,
@@ -1095,17 +1557,27 @@ impl Gatehouse {
                     groups: u.groups.clone(),
                     disabled: u.disabled,
                 });
-                if let Some(alt) = &u.personal_email {
-                    let mut id = [0u8; 10];
-                    self.rng.fill(&mut id);
+                let trusted = self.settings.trust_directory_contacts;
+                let phone = u
+                    .mobile_phone
+                    .as_deref()
+                    .and_then(|p| Phone::parse(p, &self.settings.default_region).ok());
+                let contacts = u
+                    .personal_email
+                    .clone()
+                    .map(|e| (MethodKind::Email, Target::Email(e)))
+                    .into_iter()
+                    .chain(phone.map(|p| (MethodKind::Sms, Target::Phone(p))));
+                for (kind, target) in contacts {
                     write.candidates.push(Method {
-                        id: MethodId::from_bytes(&id),
+                        id: self.new_method_id(),
                         login: u.login.clone(),
-                        kind: MethodKind::Email,
-                        address: alt.clone(),
-                        verified: self.settings.trust_directory_contacts,
+                        kind,
+                        target,
+                        verified: trusted,
                         source: format!("directory:{source}"),
                         created_at: now,
+                        confirmed_at: trusted.then_some(now),
                     });
                 }
             }

@@ -208,25 +208,58 @@ impl FlowKind {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MethodKind {
+    /// A code to an alternate (personal) email address.
     Email,
+    /// A code by text message.
+    Sms,
+    /// A code read out by a phone call.
+    Voice,
+    /// An authenticator app (TOTP).
+    Totp,
+    /// Security questions.
+    Questions,
 }
 
 impl MethodKind {
+    pub const ALL: [Self; 5] = [Self::Email, Self::Sms, Self::Voice, Self::Totp, Self::Questions];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Email => "email",
+            Self::Sms => "sms",
+            Self::Voice => "voice",
+            Self::Totp => "totp",
+            Self::Questions => "questions",
         }
     }
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        match raw.trim() {
-            "email" => Ok(Self::Email),
-            _ => Err(ParseError::new(
-                "type",
-                "this method type is not available; use \"email\"",
-            )),
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == raw.trim())
+            .ok_or_else(|| {
+                ParseError::new(
+                    "type",
+                    "the method type is one of \"email\", \"sms\", \"voice\", \"totp\", \"questions\"",
+                )
+            })
+    }
+    /// Methods that deliver a code to an address or number (the others are checked in place).
+    pub fn sends_code(self) -> bool {
+        matches!(self, Self::Email | Self::Sms | Self::Voice)
+    }
+    pub fn is_phone(self) -> bool {
+        matches!(self, Self::Sms | Self::Voice)
+    }
+    /// How the method is called in pages and messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Email => "Email",
+            Self::Sms => "Text message",
+            Self::Voice => "Phone call",
+            Self::Totp => "Authenticator app",
+            Self::Questions => "Security questions",
         }
     }
 }

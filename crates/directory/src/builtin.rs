@@ -318,6 +318,20 @@ impl Directory for BuiltinDirectory {
         }
     }
 
+    async fn lock(&self, login: &Login) -> Result<(), DirectoryError> {
+        let done = sqlx::query("UPDATE builtin_accounts SET locked_at = ? WHERE login = ?")
+            .bind(self.now_ms())
+            .bind(login.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(DirectoryError::NotFound)
+        }
+    }
+
     async fn provision(&self, spec: &AccountSpec) -> Result<bool, DirectoryError> {
         let groups = serde_json::to_string(&spec.groups).map_err(|e| DirectoryError::Other(e.to_string()))?;
         let created = sqlx::query(

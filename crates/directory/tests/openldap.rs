@@ -587,9 +587,14 @@ mod sync {
         assert_eq!(ann.mobile_phone.as_deref(), Some("+1 555 0100 11"));
         assert_eq!(ann.groups, vec!["staff".to_owned()]);
         assert!(!ann.disabled);
-        let methods = store.methods(&login("ann")).await.unwrap();
+        let emails = |m: Vec<gatehouse_core::ports::Method>| -> Vec<gatehouse_core::ports::Method> {
+            m.into_iter()
+                .filter(|m| m.kind == gatehouse_core::types::MethodKind::Email)
+                .collect()
+        };
+        let methods = emails(store.methods(&login("ann")).await.unwrap());
         assert_eq!(methods.len(), 1);
-        assert_eq!(methods[0].address.as_str(), "ann@home.example");
+        assert_eq!(methods[0].target.address(), Some("ann@home.example"));
         assert!(
             !methods[0].verified,
             "directory contacts are untrusted by default"
@@ -638,10 +643,18 @@ mod sync {
         assert!(store.profile(&login("dan")).await.unwrap().is_some());
         let ben = store.profile(&login("ben")).await.unwrap().unwrap();
         assert_eq!(ben.mobile_phone.as_deref(), Some("+44 20 7946 0000"));
-        assert_eq!(store.methods(&login("ben")).await.unwrap().len(), 1);
-        let ann_methods = store.methods(&login("ann")).await.unwrap();
+        let ben_methods = store.methods(&login("ben")).await.unwrap();
+        assert_eq!(emails(ben_methods.clone()).len(), 1);
+        // The mobile number became an (unverified) SMS candidate, in E.164.
+        assert!(
+            ben_methods
+                .iter()
+                .any(|m| m.target.address() == Some("+442079460000") && !m.verified),
+            "{ben_methods:?}"
+        );
+        let ann_methods = emails(store.methods(&login("ann")).await.unwrap());
         assert_eq!(ann_methods.len(), 1, "the new candidate replaces the old one");
-        assert_eq!(ann_methods[0].address.as_str(), "ann@new-home.example");
+        assert_eq!(ann_methods[0].target.address(), Some("ann@new-home.example"));
         assert!(store.profile(&login("cid")).await.unwrap().unwrap().disabled);
 
         // The one who left gets what an unknown login gets (a decoy flow).
@@ -649,6 +662,7 @@ mod sync {
             .start_flow(
                 gatehouse_core::types::FlowKind::Reset,
                 "cid",
+                None,
                 &gatehouse_core::RequestMeta::default(),
             )
             .await

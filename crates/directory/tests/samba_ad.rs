@@ -490,9 +490,15 @@ mod sync {
         let mut got: Vec<String> = p.groups.iter().map(|g| g.to_lowercase()).collect();
         got.sort();
         assert_eq!(got, want, "nested groups resolved");
-        let m = store.methods(&login(&ann_name)).await.unwrap();
+        let m: Vec<_> = store
+            .methods(&login(&ann_name))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.kind == gatehouse_core::types::MethodKind::Email)
+            .collect();
         assert_eq!(m.len(), 1);
-        assert_eq!(m[0].address.as_str(), "ann@home.example");
+        assert_eq!(m[0].target.address(), Some("ann@home.example"));
         assert!(!m[0].verified);
 
         // Changes: one modified, one disabled, one deleted, one added.

@@ -11,6 +11,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use time::Duration;
 
+mod methods;
+pub use methods::{
+    AdminSection, CaptchaSection, CustomQuestion, ImportSection, PhoneProvider, PhoneSection, PolicySection,
+    QuestionsSection, ThrottleSection,
+};
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSection {
@@ -21,6 +27,8 @@ pub struct ServerSection {
     pub organisation: String,
     pub helpdesk: String,
     pub log_format: String,
+    /// Mailed when a user reports a reset or change they did not make ("this wasn't me").
+    pub security_alerts: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -32,6 +40,7 @@ impl Default for ServerSection {
             organisation: "Gatehouse".into(),
             helpdesk: "your IT helpdesk".into(),
             log_format: "text".into(),
+            security_alerts: vec![],
         }
     }
 }
@@ -226,7 +235,19 @@ impl Default for GroupSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlowSection {
+    /// The default policy's methods (per-group `[[policy]]` blocks may differ).
+    pub methods: Vec<String>,
     pub methods_required: u8,
+    /// Verified methods users must register (default: methods_required).
+    pub register_required: Option<u8>,
+    /// Users without enough methods are sent to registration after signing in.
+    pub registration_required: bool,
+    /// Ask users to confirm their methods again after this many days (0: never).
+    pub reconfirm_days: u16,
+    pub questions_registered: u8,
+    pub questions_asked: u8,
+    /// How long a helpdesk recovery or onboarding link works.
+    pub link_lifetime_hours: i64,
     pub max_methods: usize,
     pub code_digits: u8,
     pub code_lifetime_minutes: i64,
@@ -239,7 +260,14 @@ pub struct FlowSection {
 impl Default for FlowSection {
     fn default() -> Self {
         Self {
+            methods: vec!["email".into(), "sms".into(), "voice".into(), "totp".into()],
             methods_required: 1,
+            register_required: None,
+            registration_required: true,
+            reconfirm_days: 180,
+            questions_registered: 3,
+            questions_asked: 3,
+            link_lifetime_hours: 72,
             max_methods: 5,
             code_digits: 6,
             code_lifetime_minutes: 10,
@@ -301,6 +329,14 @@ pub struct RawConfig {
     pub directory: DirectorySection,
     pub flow: FlowSection,
     pub password: PasswordSection,
+    /// `[[policy]]` blocks: first match by group wins; `[flow]` is the default.
+    pub policy: Vec<PolicySection>,
+    pub phone: PhoneSection,
+    pub questions: QuestionsSection,
+    pub import: ImportSection,
+    pub admin: AdminSection,
+    pub throttle: ThrottleSection,
+    pub captcha: CaptchaSection,
 }
 
 impl RawConfig {
@@ -344,6 +380,11 @@ impl RawConfig {
         }
         if c.directory.bind_password.is_some() {
             c.directory.bind_password = Some("<redacted>".into());
+        }
+        for secret in [&mut c.phone.twilio_auth_token, &mut c.phone.webhook_secret] {
+            if secret.is_some() {
+                *secret = Some("<redacted>".into());
+            }
         }
         if let Ok(mut u) = url::Url::parse(&c.mail.smtp_url) {
             if u.password().is_some() {
@@ -419,6 +460,9 @@ pub struct Config {
     pub settings: Settings,
     /// The breach index file, and how often to look for a new one.
     pub breach_index: Option<(PathBuf, std::time::Duration)>,
+    pub phone: PhoneProvider,
+    /// Helpdesk API tokens: (name, SHA-256 of the token).
+    pub admin_tokens: Vec<(String, [u8; 32])>,
     pub raw: RawConfig,
 }
 
@@ -756,12 +800,9 @@ impl TryFrom<RawConfig> for Config {
             }
             Ok(())
         };
-        range("flow.methods_required", i64::from(f.methods_required), 1, 3)?;
+        range("flow.link_lifetime_hours", f.link_lifetime_hours, 1, 720)?;
         range("flow.max_methods", f.max_methods as i64, 1, 20)?;
-        range("flow.code_digits", i64::from(f.code_digits), 6, 10)?;
-        range("flow.code_lifetime_minutes", f.code_lifetime_minutes, 1, 60)?;
         range("flow.flow_lifetime_minutes", f.flow_lifetime_minutes, 5, 120)?;
-        range("flow.max_code_attempts", i64::from(f.max_code_attempts), 1, 20)?;
         range("flow.attempt_window_hours", f.attempt_window_hours, 1, 168)?;
         range(
             "flow.session_lifetime_minutes",
@@ -786,17 +827,45 @@ impl TryFrom<RawConfig> for Config {
                 public_url: public_url.clone(),
                 helpdesk: s.helpdesk.clone(),
             },
-            code_digits: f.code_digits,
-            code_lifetime: Duration::minutes(f.code_lifetime_minutes),
             flow_lifetime: Duration::minutes(f.flow_lifetime_minutes),
-            max_code_attempts: f.max_code_attempts,
             attempt_window: Duration::hours(f.attempt_window_hours),
             session_lifetime: Duration::minutes(f.session_lifetime_minutes),
-            methods_required: f.methods_required,
             max_methods: f.max_methods,
             password: password_policy(p)?,
             trust_directory_contacts: raw.directory.trust_contacts,
+            trust_import_contacts: raw.import.trust_contacts,
+            policies: methods::policies(
+                &raw.policy,
+                &methods::PolicyDefaults {
+                    methods: f.methods.clone(),
+                    methods_required: f.methods_required,
+                    register_required: f.register_required,
+                    registration_required: f.registration_required,
+                    reconfirm_days: f.reconfirm_days,
+                    code_digits: f.code_digits,
+                    code_lifetime_minutes: f.code_lifetime_minutes,
+                    code_attempts: f.max_code_attempts,
+                    questions_registered: f.questions_registered,
+                    questions_asked: f.questions_asked,
+                },
+                &raw.directory.privileged_groups,
+            )?,
+            default_region: raw.phone.default_region.to_ascii_uppercase(),
+            questions: methods::question_set(&raw.questions)?,
+            link_lifetime: Duration::hours(f.link_lifetime_hours),
+            throttle: methods::throttle(&raw.throttle)?,
+            security_alerts: s
+                .security_alerts
+                .iter()
+                .map(|a| {
+                    gatehouse_core::types::Email::parse(a)
+                        .map_err(|e| anyhow!("server.security_alerts: \"{a}\": {}", e.message))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            captcha: methods::captcha(&raw.captcha)?,
         };
+        let phone = methods::phone_provider(&raw.phone)?;
+        let admin_tokens = methods::admin_tokens(&raw.admin)?;
         Ok(Self {
             listen,
             public_url,
@@ -826,6 +895,8 @@ impl TryFrom<RawConfig> for Config {
                 let every = std::time::Duration::from_secs(raw.password.breach_reload_seconds.max(1));
                 (p, every)
             }),
+            phone,
+            admin_tokens,
             raw,
         })
     }

@@ -7,9 +7,9 @@ pub mod config;
 pub mod demo;
 
 use anyhow::Context;
-use config::{Config, DirectoryKind, MailTransportKind};
+use config::{Config, DirectoryKind, MailTransportKind, PhoneProvider};
 use gatehouse_core::clock::{OsRng, SystemClock};
-use gatehouse_core::ports::{Clock, Directory, SecureRng, Store};
+use gatehouse_core::ports::{Clock, Directory, PhoneSender, SecureRng, Store};
 use gatehouse_core::Gatehouse;
 use gatehouse_directory::ad::AdDirectory;
 use gatehouse_directory::ldap::LdapDirectory;
@@ -43,7 +43,11 @@ pub struct Core {
 
 impl Core {
     pub async fn open(cfg: &Config) -> anyhow::Result<Self> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Self::open_with_clock(cfg, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Core::open`] with another clock (tests move time forward with a fixed one).
+    pub async fn open_with_clock(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let rng: Arc<dyn SecureRng> = Arc::new(OsRng);
         let store = Arc::new(
             SqliteStore::connect(&cfg.store_url)
@@ -77,7 +81,10 @@ impl Core {
         }
         let mut settings = cfg.settings.clone();
         settings.password.breach = Some(Arc::new(BreachCheck(breach.clone())));
-        let app = Gatehouse::new(directory, store_port, clock.clone(), rng, settings).await?;
+        let mut app = Gatehouse::new(directory, store_port, clock.clone(), rng.clone(), settings).await?;
+        if let Some(sender) = phone_sender(cfg, clock.clone(), rng.clone())? {
+            app = app.with_phone(sender);
+        }
         Ok(Self {
             breach,
             app,
@@ -88,6 +95,39 @@ impl Core {
     }
 }
 
+/// The configured SMS / voice provider, if any.
+fn phone_sender(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn SecureRng>,
+) -> anyhow::Result<Option<Arc<dyn PhoneSender>>> {
+    use gatehouse_notify::{EmailGatewaySender, EmailGatewaySettings, TwilioSender, WebhookSender};
+    Ok(match &cfg.phone {
+        PhoneProvider::None => None,
+        PhoneProvider::Twilio(t) => Some(Arc::new(
+            TwilioSender::new(t.clone()).map_err(anyhow::Error::msg)?,
+        )),
+        PhoneProvider::Webhook(w) => Some(Arc::new(
+            WebhookSender::new(w.clone(), clock, rng).map_err(anyhow::Error::msg)?,
+        )),
+        PhoneProvider::EmailGateway { address } => {
+            let transport: Arc<dyn MailTransport> = match cfg.mail_transport {
+                MailTransportKind::Smtp => {
+                    Arc::new(SmtpTransport::new(&cfg.mail).map_err(anyhow::Error::msg)?)
+                }
+                MailTransportKind::DevMailbox => Arc::new(DevMailbox),
+            };
+            let settings = EmailGatewaySettings {
+                address: address.clone(),
+                subject: String::new(),
+            };
+            Some(Arc::new(
+                EmailGatewaySender::new(settings, transport).map_err(anyhow::Error::msg)?,
+            ))
+        }
+    })
+}
+
 /// A running Gatehouse: HTTP server plus outbox worker.
 pub struct Application {
     addr: SocketAddr,
@@ -96,13 +136,19 @@ pub struct Application {
     worker: JoinHandle<()>,
     sync: Option<JoinHandle<()>>,
     breach_watch: Option<JoinHandle<()>>,
+    housekeeping: JoinHandle<()>,
     pub core: Core,
 }
 
 impl Application {
     /// Opens the store, binds the listener (port 0 picks a free one) and starts serving.
     pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
-        let core = Core::open(cfg).await?;
+        Self::build_with_clock(cfg, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`] with another clock (tests).
+    pub async fn build_with_clock(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let core = Core::open_with_clock(cfg, clock).await?;
         let transport: Arc<dyn MailTransport> = match cfg.mail_transport {
             MailTransportKind::Smtp => Arc::new(SmtpTransport::new(&cfg.mail).map_err(anyhow::Error::msg)?),
             MailTransportKind::DevMailbox => Arc::new(DevMailbox),
@@ -125,11 +171,13 @@ impl Application {
         let breach_watch = cfg.breach_index.clone().map(|(path, every)| {
             tokio::spawn(watch_breach_index(core.breach.clone(), path, every, rx.clone()))
         });
+        let housekeeping = tokio::spawn(housekeeping(core.store.clone(), core.clock.clone(), rx.clone()));
 
         let web = WebConfig {
             public_url: cfg.public_url.clone(),
             demo: cfg.mail_transport == MailTransportKind::DevMailbox,
             trusted_proxies: cfg.trusted_proxies.clone(),
+            admin_tokens: cfg.admin_tokens.clone(),
         };
         let state = AppState {
             app: core.app.clone(),
@@ -158,6 +206,7 @@ impl Application {
             worker,
             sync,
             breach_watch,
+            housekeeping,
             core,
         })
     }
@@ -181,6 +230,7 @@ impl Application {
         if let Some(w) = self.breach_watch {
             w.await?;
         }
+        self.housekeeping.await?;
         Ok(())
     }
 
@@ -243,6 +293,24 @@ async fn watch_breach_index(
 }
 
 /// Synchronises users from the directory at start and then every `every`, until shutdown.
+/// Every ten minutes: forget throttling counters, flows, sessions and links past any window that
+/// reads them (two days covers the daily limits).
+async fn housekeeping(store: Arc<SqliteStore>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match store.prune(clock.now() - time::Duration::days(2)).await {
+            Ok(n) if n > 0 => tracing::debug!(rows = n, "expired rows pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning expired rows failed; will retry"),
+        }
+    }
+}
+
 async fn sync_schedule(app: Gatehouse, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: DirectoryCommand,
     },
+    /// Helpdesk API tokens.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// The offline breached-password corpus.
     Breach {
         #[command(subcommand)]
@@ -145,6 +150,60 @@ enum UsersCommand {
         config: ConfigArg,
         file: PathBuf,
     },
+    /// Show a user's registration state: policy, methods, what is missing.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        login: String,
+    },
+    /// Set a user's personal email and/or mobile number as verified methods (the helpdesk vouches).
+    Contact {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    /// Clear a "this wasn't me" flag, turning self-service back on for the user.
+    Unflag {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        login: String,
+    },
+    /// Remove every verification method of a user.
+    ClearMethods {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        login: String,
+    },
+    /// Mail a one-time link to the user's personal email: onboarding (first password) or recovery.
+    Link {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        login: String,
+        #[arg(long, value_enum, default_value = "recovery")]
+        kind: LinkArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LinkArg {
+    Onboarding,
+    Recovery,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Make a helpdesk API token: prints the token (give it to the caller) and the line for
+    /// `[admin] api_tokens` (only its SHA-256 is kept).
+    Token { name: String },
 }
 
 #[derive(Subcommand)]
@@ -277,6 +336,82 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.skipped.len(),
                 started.elapsed()
             );
+        }
+        Command::Admin {
+            command: AdminCommand::Token { name },
+        } => {
+            use sha2::Digest;
+            let mut bytes = [0u8; 32];
+            gatehouse_core::ports::SecureRng::fill(&gatehouse_core::clock::OsRng, &mut bytes);
+            let token = hex::encode(bytes);
+            let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+            println!("token (give it to the caller; it is not stored): {token}");
+            println!("add to the configuration:\n[admin]\napi_tokens = [\"{name}:{digest}\"]");
+        }
+        Command::Users {
+            command: UsersCommand::Show { config, login },
+        } => {
+            let core = Core::open(&load(&config)?).await?;
+            let r = core.app.registration_of(&Login::parse(&login)?).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&gatehouse_web::registration_json(&r))?
+            );
+        }
+        Command::Users {
+            command:
+                UsersCommand::Contact {
+                    config,
+                    login,
+                    email,
+                    phone,
+                },
+        } => {
+            let core = Core::open(&load(&config)?).await?;
+            let r = core
+                .app
+                .admin_set_contact(
+                    &Login::parse(&login)?,
+                    email.as_deref(),
+                    phone.as_deref(),
+                    "admin:cli",
+                )
+                .await?;
+            println!("{}: {} verified method(s)", r.login, r.verified);
+        }
+        Command::Users {
+            command: UsersCommand::Unflag { config, login },
+        } => {
+            let core = Core::open(&load(&config)?).await?;
+            core.app
+                .admin_clear_flag(&Login::parse(&login)?, "admin:cli")
+                .await?;
+            println!("{login}: flag cleared; self-service is on again (unlock the account in the directory if it was locked)");
+        }
+        Command::Users {
+            command: UsersCommand::ClearMethods { config, login },
+        } => {
+            let core = Core::open(&load(&config)?).await?;
+            let n = core
+                .app
+                .admin_clear_methods(&Login::parse(&login)?, "admin:cli")
+                .await?;
+            println!("{n} method(s) removed from {login}");
+        }
+        Command::Users {
+            command: UsersCommand::Link { config, login, kind },
+        } => {
+            let cfg = load(&config)?;
+            let core = Core::open(&cfg).await?;
+            let kind = match kind {
+                LinkArg::Onboarding => gatehouse_core::service::LinkKind::Onboarding,
+                LinkArg::Recovery => gatehouse_core::service::LinkKind::Recovery,
+            };
+            let to = core
+                .app
+                .send_link(&Login::parse(&login)?, kind, "admin:cli")
+                .await?;
+            println!("link queued for {to}; the server's outbox delivers it");
         }
         Command::Users {
             command:

@@ -14,7 +14,7 @@ use gatehouse_core::ports::{
 };
 use gatehouse_core::secret::{hashes_equal, TokenHash};
 use gatehouse_core::types::{Login, MethodId};
-use rows::{audit_row, method_row, millis, profile_row, queued_mail, time_of};
+use rows::{audit_row, method_columns, method_row, millis, profile_row, queued_mail, time_of};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
@@ -110,6 +110,23 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, changes: Changes) -> Resul
         .await
         .map_err(err)?;
     }
+    for (hash, login, expires) in &changes.report_links {
+        sqlx::query("INSERT INTO report_links (token_hash, login, expires_at) VALUES (?, ?, ?)")
+            .bind(hash.0.as_slice())
+            .bind(login.as_str())
+            .bind(millis(*expires))
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+    }
+    for (key, at) in &changes.hits {
+        sqlx::query("INSERT INTO failures (key, at) VALUES (?, ?)")
+            .bind(key)
+            .bind(millis(*at))
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+    }
     match changes.failure {
         Some(FailureOp::Increment { key, at }) => {
             sqlx::query("INSERT INTO failures (key, at) VALUES (?, ?)")
@@ -149,8 +166,8 @@ impl Store for SqliteStore {
 
     async fn methods(&self, login: &Login) -> Result<Vec<Method>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, login, kind, address, verified, source, created_at FROM methods \
-             WHERE login = ? ORDER BY created_at, id",
+            "SELECT id, login, kind, address, verified, source, created_at, verified_at, secret, last_step \
+             FROM methods WHERE login = ? ORDER BY created_at, id",
         )
         .bind(login.as_str())
         .fetch_all(&self.pool)
@@ -165,21 +182,23 @@ impl Store for SqliteStore {
         code: Option<&MethodCode>,
         changes: Changes,
     ) -> Result<(), StoreError> {
+        let (address, secret) = method_columns(m)?;
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO methods (id, login, kind, address, verified, source, created_at, verified_at, \
-             code_hash, code_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             code_hash, code_expires_at, secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(m.id.as_str())
         .bind(m.login.as_str())
         .bind(m.kind.as_str())
-        .bind(m.address.as_str())
+        .bind(address)
         .bind(m.verified)
         .bind(&m.source)
         .bind(millis(m.created_at))
-        .bind(m.verified.then(|| millis(m.created_at)))
+        .bind(m.confirmed_at.map(millis))
         .bind(code.map(|c| c.hash.0.to_vec()))
         .bind(code.map(|c| millis(c.expires_at)))
+        .bind(secret)
         .execute(&mut *tx)
         .await
         .map_err(err)?;
@@ -275,6 +294,84 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn mark_verified(
+        &self,
+        login: &Login,
+        id: &MethodId,
+        at: OffsetDateTime,
+        totp_step: Option<u64>,
+        changes: Changes,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE methods SET verified = 1, verified_at = ?, code_hash = NULL, code_expires_at = NULL, \
+             last_step = coalesce(?, last_step) WHERE id = ? AND login = ? AND verified = 0",
+        )
+        .bind(millis(at))
+        .bind(totp_step.and_then(|s| i64::try_from(s).ok()))
+        .bind(id.as_str())
+        .bind(login.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn use_totp_step(&self, id: &MethodId, step: u64, changes: Changes) -> Result<bool, StoreError> {
+        let step = i64::try_from(step).map_err(|_| StoreError::Other("time step out of range".into()))?;
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE methods SET last_step = ? WHERE id = ? AND verified = 1 AND (last_step IS NULL OR last_step < ?)",
+        )
+        .bind(step)
+        .bind(id.as_str())
+        .bind(step)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn reconfirm_methods(
+        &self,
+        login: &Login,
+        at: OffsetDateTime,
+        changes: Changes,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE methods SET verified_at = ? WHERE login = ? AND verified = 1")
+            .bind(millis(at))
+            .bind(login.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn clear_methods(&self, login: &Login, changes: Changes) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM methods WHERE login = ?")
+            .bind(login.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(done.rows_affected())
+    }
+
     async fn upsert_profile(&self, p: &UserProfile, changes: Changes) -> Result<(), StoreError> {
         let groups = serde_json::to_string(&p.groups).map_err(|e| StoreError::Other(e.to_string()))?;
         let mut tx = self.begin().await?;
@@ -334,12 +431,16 @@ impl Store for SqliteStore {
             .map_err(err)?;
         }
         for m in &w.candidates {
+            let (address, _) = method_columns(m)?;
             // The directory's candidate replaces the one it gave before; methods the user registered stay.
-            sqlx::query("DELETE FROM methods WHERE login = ? AND source = ? AND lower(address) <> lower(?)")
-                .bind(m.login.as_str())
-                .bind(&m.source)
-                .bind(m.address.as_str())
-                .execute(&mut *tx)
+            sqlx::query(
+                "DELETE FROM methods WHERE login = ? AND source = ? AND kind = ? AND lower(address) <> lower(?)",
+            )
+            .bind(m.login.as_str())
+            .bind(&m.source)
+            .bind(m.kind.as_str())
+            .bind(&address)
+            .execute(&mut *tx)
                 .await
                 .map_err(err)?;
             sqlx::query(
@@ -350,14 +451,14 @@ impl Store for SqliteStore {
             .bind(m.id.as_str())
             .bind(m.login.as_str())
             .bind(m.kind.as_str())
-            .bind(m.address.as_str())
+            .bind(&address)
             .bind(m.verified)
             .bind(&m.source)
             .bind(millis(m.created_at))
-            .bind(m.verified.then(|| millis(m.created_at)))
+            .bind(m.confirmed_at.map(millis))
             .bind(m.login.as_str())
             .bind(m.kind.as_str())
-            .bind(m.address.as_str())
+            .bind(&address)
             .execute(&mut *tx)
             .await
             .map_err(err)?;
@@ -466,6 +567,92 @@ impl Store for SqliteStore {
         apply(&mut tx, changes).await?;
         tx.commit().await.map_err(err)?;
         Ok(true)
+    }
+
+    async fn claim_report_link(
+        &self,
+        token: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<Login>, StoreError> {
+        let login: Option<String> = sqlx::query_scalar(
+            "UPDATE report_links SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
+             RETURNING login",
+        )
+        .bind(millis(now))
+        .bind(token.0.as_slice())
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        login
+            .map(|l| Login::parse(&l).map_err(|e| StoreError::Other(format!("corrupt login: {e}"))))
+            .transpose()
+    }
+
+    async fn set_flag(
+        &self,
+        login: &Login,
+        reason: Option<&str>,
+        changes: Changes,
+    ) -> Result<(), StoreError> {
+        let at = changes.audit.first().map(|e| millis(e.at)).unwrap_or(0);
+        let mut tx = self.begin().await?;
+        match reason {
+            Some(r) => sqlx::query(
+                "INSERT INTO flags (login, reason, at) VALUES (?, ?, ?) ON CONFLICT (login) DO UPDATE SET \
+                 reason = excluded.reason, at = excluded.at",
+            )
+            .bind(login.as_str())
+            .bind(r)
+            .bind(at),
+            None => sqlx::query("DELETE FROM flags WHERE login = ?").bind(login.as_str()),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn flag(&self, login: &Login) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT reason FROM flags WHERE login = ?")
+            .bind(login.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let at = millis(before);
+        let mut tx = self.begin().await?;
+        let mut n = 0;
+        for q in [
+            "DELETE FROM failures WHERE at < ?",
+            "DELETE FROM flows WHERE expires_at < ?",
+            "DELETE FROM sessions WHERE expires_at < ?",
+            "DELETE FROM used_once WHERE expires_at < ?",
+            "DELETE FROM report_links WHERE expires_at < ?",
+        ] {
+            n += sqlx::query(q)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(n)
+    }
+
+    async fn use_once(&self, key: &str, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("INSERT INTO used_once (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(millis(expires_at))
+                .execute(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn failures(&self, key: &str, since: OffsetDateTime) -> Result<u32, StoreError> {

@@ -1,6 +1,7 @@
 //! Row ↔ domain conversions.
 use gatehouse_core::audit::{Activity, AuditEvent, Outcome};
-use gatehouse_core::ports::{AuditRow, Method, OutgoingMail, QueuedMail, StoreError, UserProfile};
+use gatehouse_core::phone::Phone;
+use gatehouse_core::ports::{AuditRow, Method, OutgoingMail, QueuedMail, StoreError, Target, UserProfile};
 use gatehouse_core::types::{Email, FlowId, Login, MethodId, MethodKind};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -27,15 +28,48 @@ fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
 }
 
 pub fn method_row(r: &SqliteRow) -> Result<Method, StoreError> {
-    let kind: String = get(r, "kind")?;
+    let kind = MethodKind::parse(&get::<String>(r, "kind")?).map_err(|e| bad("method kind", e))?;
+    let address: String = get(r, "address")?;
+    let secret: Option<String> = get(r, "secret")?;
+    let target = match kind {
+        MethodKind::Email => Target::Email(Email::parse(&address).map_err(|e| bad("address", e))?),
+        MethodKind::Sms | MethodKind::Voice => {
+            Target::Phone(Phone::parse(&address, "ZZ").map_err(|e| bad("phone number", e))?)
+        }
+        MethodKind::Totp => {
+            let secret = hex::decode(secret.unwrap_or_default()).map_err(|e| bad("authenticator key", e))?;
+            let last: Option<i64> = get(r, "last_step")?;
+            Target::Totp {
+                secret,
+                last_step: last.and_then(|s| u64::try_from(s).ok()),
+            }
+        }
+        MethodKind::Questions => Target::Questions(
+            serde_json::from_str(&secret.unwrap_or_default()).map_err(|e| bad("answers", e))?,
+        ),
+    };
     Ok(Method {
         id: MethodId::parse(&get::<String>(r, "id")?).map_err(|e| bad("method id", e))?,
         login: Login::parse(&get::<String>(r, "login")?).map_err(|e| bad("login", e))?,
-        kind: MethodKind::parse(&kind).map_err(|e| bad("method kind", e))?,
-        address: Email::parse(&get::<String>(r, "address")?).map_err(|e| bad("address", e))?,
+        kind,
+        target,
         verified: get(r, "verified")?,
         source: get(r, "source")?,
         created_at: time_of(get(r, "created_at")?),
+        confirmed_at: get::<Option<i64>>(r, "verified_at")?.map(time_of),
+    })
+}
+
+/// The `address` and `secret` columns of a method.
+pub fn method_columns(m: &Method) -> Result<(String, Option<String>), StoreError> {
+    Ok(match &m.target {
+        Target::Email(e) => (e.as_str().to_owned(), None),
+        Target::Phone(p) => (p.as_str().to_owned(), None),
+        Target::Totp { secret, .. } => (String::new(), Some(hex::encode(secret))),
+        Target::Questions(a) => (
+            String::new(),
+            Some(serde_json::to_string(a).map_err(|e| StoreError::Other(e.to_string()))?),
+        ),
     })
 }
 

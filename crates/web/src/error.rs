@@ -22,7 +22,12 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::AccountLocked | ServiceError::PasswordExpired | ServiceError::AccountRestricted(_) => {
             StatusCode::FORBIDDEN
         }
-        ServiceError::DirectoryUnavailable(_) | ServiceError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::DirectoryUnavailable(_)
+        | ServiceError::PhoneUnavailable(_)
+        | ServiceError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::NotAllowed(_) => StatusCode::FORBIDDEN,
+        ServiceError::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::CaptchaRequired => StatusCode::BAD_REQUEST,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

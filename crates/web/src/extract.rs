@@ -116,16 +116,50 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// A signed-in API caller (`Authorization: Bearer <token>`).
 pub struct ApiSession(pub SessionCtx);
 
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 impl FromRequestParts<AppState> for ApiSession {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Service(ServiceError::Unauthorized))?;
-        Ok(Self(state.app.session(token.trim()).await?))
+        let token = bearer(parts).ok_or(ApiError::Service(ServiceError::Unauthorized))?;
+        Ok(Self(state.app.session(token).await?))
+    }
+}
+
+/// An optional session: signed-out callers get `None`, a bad token is still refused.
+impl axum::extract::OptionalFromRequestParts<AppState> for ApiSession {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match bearer(parts) {
+            None => Ok(None),
+            Some(token) => Ok(Some(Self(state.app.session(token).await?))),
+        }
+    }
+}
+
+/// A helpdesk / administration API caller: `Authorization: Bearer <admin token>`, checked against
+/// the SHA-256 digests in `[admin] api_tokens`. Carries the token's name for the audit log.
+pub struct AdminCaller(pub String);
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Service(ServiceError::Unauthorized))?;
+        state
+            .web
+            .admin_token(token)
+            .map(|name| Self(format!("admin:api:{name}")))
+            .ok_or(ApiError::Service(ServiceError::Unauthorized))
     }
 }
 

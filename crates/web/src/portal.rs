@@ -1,5 +1,6 @@
 //! The HTML portal. Works without JavaScript; every form carries a CSRF token; the flow token lives
-//! in an HttpOnly cookie, never in a URL or a form field.
+//! in an HttpOnly cookie, never in a form field (only a mailed one-time link carries one in its URL,
+//! and `/link/…` trades it for the cookie at once).
 use crate::error::{log_cause, status_of};
 use crate::extract::{cookie, Meta};
 use crate::security::{cookie_name, csrf_ok, csrf_token, flow_cookie, session_cookie};
@@ -12,8 +13,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use gatehouse_core::flow::FlowStep;
 use gatehouse_core::secret::Password;
-use gatehouse_core::service::{FlowView, SessionCtx};
-use gatehouse_core::types::FlowKind;
+use gatehouse_core::service::{FlowView, MethodView, NewMethod, Proof, SessionCtx};
+use gatehouse_core::types::{FlowKind, MethodKind};
 use gatehouse_core::ServiceError;
 use serde::Deserialize;
 use serde_json::json;
@@ -131,6 +132,7 @@ fn start_page(
             title,
             intro,
             login,
+            captcha: s.app.settings().captcha.is_some(),
             error,
         },
         set,
@@ -149,13 +151,19 @@ pub async fn start_unlock_page(State(s): State<AppState>, headers: HeaderMap) ->
 pub struct LoginForm {
     csrf: String,
     login: String,
+    #[serde(default)]
+    altcha: Option<String>,
 }
 
 async fn start(s: AppState, headers: HeaderMap, meta: Meta, kind: FlowKind, form: LoginForm) -> Response {
     if !csrf_ok(&s.web, &headers, &form.csrf) {
         return csrf_refused(&s);
     }
-    match s.app.start_flow(kind, &form.login, &meta.0).await {
+    match s
+        .app
+        .start_flow(kind, &form.login, form.altcha.as_deref(), &meta.0)
+        .await
+    {
         Ok(started) => {
             let mut resp = Redirect::to("/flow").into_response();
             if let Ok(v) = HeaderValue::from_str(&flow_cookie(&s.web, Some(started.token.expose_secret()))) {
@@ -163,7 +171,7 @@ async fn start(s: AppState, headers: HeaderMap, meta: Meta, kind: FlowKind, form
             }
             resp
         }
-        Err(e @ ServiceError::Invalid(_)) => {
+        Err(e @ (ServiceError::Invalid(_) | ServiceError::CaptchaRequired | ServiceError::Throttled)) => {
             start_page(&s, &headers, kind, form.login, Some(e.public_message()))
         }
         Err(e) => error_page(&s, &e),
@@ -210,24 +218,30 @@ impl FlowExtras {
     }
 }
 
+fn method_item(s: &AppState, m: &MethodView) -> MethodItem {
+    let set = s.app.question_set();
+    MethodItem {
+        id: m.id.to_string(),
+        kind: m.kind.as_str(),
+        label: m.kind.label(),
+        hint: m.hint.clone(),
+        verified: false,
+        questions: m
+            .questions
+            .iter()
+            .filter_map(|id| set.get(id))
+            .map(|q| (q.id.clone(), q.text.clone()))
+            .collect(),
+    }
+}
+
 async fn flow_view_page(s: &AppState, headers: &HeaderMap, v: &FlowView, x: FlowExtras) -> Response {
     let (csrf, set) = with_csrf(s, headers);
-    let methods: Vec<MethodItem> = v
-        .methods
-        .iter()
-        .map(|m| MethodItem {
-            id: m.id.to_string(),
-            hint: m.hint.clone(),
-            verified: false,
-        })
-        .collect();
-    let code_for = v.code_sent_to.as_ref().and_then(|id| {
-        v.methods.iter().find(|m| &m.id == id).map(|m| MethodItem {
-            id: m.id.to_string(),
-            hint: m.hint.clone(),
-            verified: false,
-        })
-    });
+    let methods: Vec<MethodItem> = v.methods.iter().map(|m| method_item(s, m)).collect();
+    let code_for = v
+        .code_sent_to
+        .as_ref()
+        .and_then(|id| v.methods.iter().find(|m| &m.id == id).map(|m| method_item(s, m)));
     let page = t::FlowPage {
         org: org(s),
         csrf,
@@ -239,6 +253,8 @@ async fn flow_view_page(s: &AppState, headers: &HeaderMap, v: &FlowView, x: Flow
         unlock_available: v.unlock_available,
         required: v.required,
         verified: v.verified,
+        has_senders: methods.iter().any(|m| m.sends_code()),
+        has_phones: methods.iter().any(|m| m.is_phone()),
         methods,
         code_for,
         rules: rules(s).await,
@@ -280,6 +296,8 @@ pub struct SendForm {
     csrf: String,
     #[serde(default)]
     method: String,
+    #[serde(default)]
+    confirm: Option<String>,
 }
 
 pub async fn flow_send(
@@ -294,10 +312,13 @@ pub async fn flow_send(
     let Some(token) = flow_token(&s, &headers) else {
         return no_flow(&s);
     };
-    let x = match s.app.send_code(&token, &f.method, &meta.0).await {
+    let confirm = f.confirm.as_deref().filter(|c| !c.trim().is_empty());
+    let x = match s.app.send_code(&token, &f.method, confirm, &meta.0).await {
         Ok(()) => FlowExtras {
             notice: Some(
-                "We sent a code. It can take a minute to arrive; check your spam folder too.".into(),
+                "We sent a code (to a phone only if the number you typed matches). It can take a minute \
+                 to arrive; check your spam folder too."
+                    .into(),
             ),
             ..FlowExtras::none()
         },
@@ -310,28 +331,36 @@ pub async fn flow_send(
     show_flow(&s, &headers, x).await
 }
 
-#[derive(Deserialize)]
-pub struct VerifyForm {
-    csrf: String,
-    #[serde(default)]
-    method: String,
-    #[serde(default)]
-    code: String,
+/// The value of a form field (the first one of that name).
+fn field<'a>(f: &'a [(String, String)], name: &str) -> &'a str {
+    f.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
 }
 
 pub async fn flow_verify(
     State(s): State<AppState>,
     headers: HeaderMap,
     meta: Meta,
-    Form(f): Form<VerifyForm>,
+    Form(f): Form<Vec<(String, String)>>,
 ) -> Response {
-    if !csrf_ok(&s.web, &headers, &f.csrf) {
+    if !csrf_ok(&s.web, &headers, field(&f, "csrf")) {
         return csrf_refused(&s);
     }
     let Some(token) = flow_token(&s, &headers) else {
         return no_flow(&s);
     };
-    match s.app.verify_code(&token, &f.method, &f.code, &meta.0).await {
+    let answers: Vec<(String, String)> = f
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("answer:").map(|q| (q.to_owned(), v.clone())))
+        .collect();
+    let proof = if answers.is_empty() {
+        Proof::Code(field(&f, "code"))
+    } else {
+        Proof::Answers(&answers)
+    };
+    match s.app.verify(&token, field(&f, "method"), proof, &meta.0).await {
         Ok(_) => Redirect::to("/flow").into_response(),
         Err(e) => {
             let x = FlowExtras {
@@ -341,6 +370,20 @@ pub async fn flow_verify(
             };
             show_flow(&s, &headers, x).await
         }
+    }
+}
+
+/// A recovery or onboarding link from a mail: the flow it carries continues in the portal.
+pub async fn open_link(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    match s.app.flow(&token).await {
+        Ok(v) if v.step != FlowStep::Done => {
+            let mut resp = Redirect::to("/flow").into_response();
+            if let Ok(v) = HeaderValue::from_str(&flow_cookie(&s.web, Some(&token))) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        _ => no_flow(&s),
     }
 }
 
@@ -568,23 +611,58 @@ async fn account_view(
     error: Option<&ServiceError>,
     notice: Option<&str>,
 ) -> Response {
+    account_render(s, headers, ctx, error, notice, None).await
+}
+
+async fn account_render(
+    s: &AppState,
+    headers: &HeaderMap,
+    ctx: &SessionCtx,
+    error: Option<&ServiceError>,
+    notice: Option<&str>,
+    enrol: Option<(String, String, String)>,
+) -> Response {
     let (csrf, set) = with_csrf(s, headers);
-    let methods = match s.app.my_methods(ctx).await {
-        Ok(m) => m,
+    let r = match s.app.registration(ctx).await {
+        Ok(r) => r,
         Err(e) => return error_page(s, &e),
     };
     let page = t::Account {
         org: org(s),
         csrf,
         login: ctx.login().to_string(),
-        methods: methods
+        methods: r
+            .methods
             .iter()
             .map(|m| MethodItem {
                 id: m.id.to_string(),
-                hint: m.address.masked(),
+                kind: m.kind.as_str(),
+                label: m.kind.label(),
+                hint: m.hint(),
                 verified: m.verified,
+                questions: vec![],
             })
             .collect(),
+        allowed: t::Allowed {
+            email: r.allowed.contains(&MethodKind::Email),
+            sms: r.allowed.contains(&MethodKind::Sms),
+            voice: r.allowed.contains(&MethodKind::Voice),
+            totp: r.allowed.contains(&MethodKind::Totp),
+            questions: r.allowed.contains(&MethodKind::Questions),
+        },
+        registration_required: r.registration_required,
+        reconfirm_due: r.reconfirm_due,
+        register_required: r.register_required,
+        verified: r.verified,
+        questions: s
+            .app
+            .question_set()
+            .all()
+            .iter()
+            .map(|q| (q.id.clone(), q.text.clone()))
+            .collect(),
+        questions_register: r.questions_register,
+        enrol,
         error: error.map(|e| e.public_message()),
         notice: notice.map(String::from),
     };
@@ -596,12 +674,6 @@ pub async fn account_page(State(s): State<AppState>, headers: HeaderMap) -> Resp
         Some(ctx) => account_view(&s, &headers, &ctx, None, None).await,
         None => Redirect::to("/signin").into_response(),
     }
-}
-
-#[derive(Deserialize)]
-pub struct AddForm {
-    csrf: String,
-    address: String,
 }
 
 /// Checks the form's CSRF token and the portal session, runs one account action, and shows the
@@ -633,15 +705,78 @@ pub async fn account_add(
     State(s): State<AppState>,
     headers: HeaderMap,
     meta: Meta,
-    Form(f): Form<AddForm>,
+    Form(f): Form<Vec<(String, String)>>,
 ) -> Response {
-    let done = "We sent a code to the new address. Enter it below.";
+    if !csrf_ok(&s.web, &headers, field(&f, "csrf")) {
+        return csrf_refused(&s);
+    }
+    let Some(ctx) = portal_session(&s, &headers).await else {
+        return Redirect::to("/signin").into_response();
+    };
+    let kind = match MethodKind::parse(field(&f, "type")) {
+        Ok(k) => k,
+        Err(e) => return account_view(&s, &headers, &ctx, Some(&e.into()), None).await,
+    };
+    let questions: Vec<&str> = f
+        .iter()
+        .filter(|(k, _)| k == "question")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let answers: Vec<(String, String)> = f
+        .iter()
+        .filter(|(k, _)| k == "answer")
+        .zip(questions)
+        .map(|((_, a), q)| (q.to_owned(), a.clone()))
+        .collect();
+    let new = match kind {
+        MethodKind::Email => NewMethod::Email(field(&f, "address")),
+        MethodKind::Sms | MethodKind::Voice => NewMethod::Phone {
+            kind,
+            number: field(&f, "phone"),
+        },
+        MethodKind::Totp => NewMethod::Totp,
+        MethodKind::Questions => NewMethod::Questions(&answers),
+    };
+    match s.app.add_method(&ctx, new, &meta.0).await {
+        Ok(r) => {
+            let enrol = match (r.otpauth_uri, r.qr_svg) {
+                (Some(uri), Some(svg)) => {
+                    let key = uri
+                        .split(['?', '&'])
+                        .find_map(|p| p.strip_prefix("secret="))
+                        .unwrap_or_default()
+                        .to_owned();
+                    Some((r.method.id.to_string(), svg, key))
+                }
+                _ => None,
+            };
+            let done = match kind {
+                MethodKind::Totp => "Now scan the code with your app and enter the code it shows.",
+                MethodKind::Questions => "Your answers are saved.",
+                MethodKind::Voice => "We are calling the number with a code. Enter it below.",
+                MethodKind::Sms => "We sent a text message with a code. Enter it below.",
+                MethodKind::Email => "We sent a code to the new address. Enter it below.",
+            };
+            account_render(&s, &headers, &ctx, None, Some(done), enrol).await
+        }
+        Err(e) => account_view(&s, &headers, &ctx, Some(&e), None).await,
+    }
+}
+
+pub async fn account_reconfirm(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    meta: Meta,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
     let app = s.app.clone();
-    account_action(&s, &headers, &f.csrf, done, |ctx| async move {
-        app.add_method(&ctx, "email", &f.address, &meta.0)
-            .await
-            .map(|_| ())
-    })
+    account_action(
+        &s,
+        &headers,
+        &f.csrf,
+        "Thank you: your methods are confirmed.",
+        |ctx| async move { app.reconfirm(&ctx, &meta.0).await },
+    )
     .await
 }
 
@@ -663,7 +798,7 @@ pub async fn account_verify(
         &s,
         &headers,
         &f.csrf,
-        "The address is verified.",
+        "The method is verified.",
         |ctx| async move { app.verify_method(&ctx, &id, &f.code, &meta.0).await },
     )
     .await
@@ -756,4 +891,62 @@ pub async fn not_found(State(s): State<AppState>) -> Response {
         "There is no page here.".into(),
         false,
     )
+}
+
+/// "This wasn't me", step 1: a confirmation page (a mail scanner fetching the link changes nothing).
+pub async fn not_me_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let (csrf, set) = with_csrf(&s, &headers);
+    render(
+        StatusCode::OK,
+        t::NotMe {
+            org: org(&s),
+            csrf,
+            token,
+        },
+        set,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NotMeForm {
+    csrf: String,
+    token: String,
+}
+
+/// "This wasn't me", step 2: lock (or flag) the account and alert the administrators.
+pub async fn not_me(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    meta: Meta,
+    Form(f): Form<NotMeForm>,
+) -> Response {
+    if !csrf_ok(&s.web, &headers, &f.csrf) {
+        return csrf_refused(&s);
+    }
+    match s.app.report_not_me(&f.token, &meta.0).await {
+        Ok(()) => message(
+            &s,
+            StatusCode::OK,
+            "Your account is locked",
+            format!(
+                "Thank you. Your account is locked and the helpdesk is alerted. Contact {} to get back in.",
+                s.app.settings().branding.helpdesk
+            ),
+            true,
+        ),
+        Err(ServiceError::NotFound) => message(
+            &s,
+            StatusCode::NOT_FOUND,
+            "This link is not valid",
+            "This link was already used or has expired. If you think someone else is using your account, \
+             contact the helpdesk now."
+                .into(),
+            false,
+        ),
+        Err(e) => error_page(&s, &e),
+    }
 }

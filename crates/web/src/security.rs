@@ -104,6 +104,17 @@ pub async fn password_script() -> impl IntoResponse {
     )
 }
 
+/// The proof-of-work widget (it also runs as its own Web Worker).
+pub async fn pow_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/pow.js"),
+    )
+}
+
 pub async fn stylesheet() -> impl IntoResponse {
     (
         [

@@ -3,8 +3,30 @@ use askama::Template;
 
 pub struct MethodItem {
     pub id: String,
+    pub kind: &'static str,
+    pub label: &'static str,
     pub hint: String,
     pub verified: bool,
+    /// Security questions asked in a flow: (id, text).
+    pub questions: Vec<(String, String)>,
+}
+
+/// The method kinds a user's policy lets them register.
+pub struct Allowed {
+    pub email: bool,
+    pub sms: bool,
+    pub voice: bool,
+    pub totp: bool,
+    pub questions: bool,
+}
+
+impl MethodItem {
+    pub fn sends_code(&self) -> bool {
+        matches!(self.kind, "email" | "sms" | "voice")
+    }
+    pub fn is_phone(&self) -> bool {
+        matches!(self.kind, "sms" | "voice")
+    }
 }
 
 #[derive(Template)]
@@ -22,6 +44,8 @@ pub struct Start {
     pub title: &'static str,
     pub intro: &'static str,
     pub login: String,
+    /// The form carries the proof-of-work widget.
+    pub captcha: bool,
     pub error: Option<String>,
 }
 
@@ -36,11 +60,21 @@ pub struct FlowPage {
     pub required: u8,
     pub verified: u8,
     pub methods: Vec<MethodItem>,
+    pub has_senders: bool,
+    pub has_phones: bool,
     pub code_for: Option<MethodItem>,
     pub rules: Vec<(String, String)>,
     pub violations: Vec<String>,
     pub error: Option<String>,
     pub notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "notme.html")]
+pub struct NotMe {
+    pub org: String,
+    pub csrf: String,
+    pub token: String,
 }
 
 #[derive(Template)]
@@ -79,6 +113,15 @@ pub struct Account {
     pub csrf: String,
     pub login: String,
     pub methods: Vec<MethodItem>,
+    pub allowed: Allowed,
+    pub registration_required: bool,
+    pub reconfirm_due: bool,
+    pub register_required: u8,
+    pub verified: usize,
+    pub questions: Vec<(String, String)>,
+    pub questions_register: u8,
+    /// Just after adding an authenticator app: its id and QR code (SVG rendered by the server).
+    pub enrol: Option<(String, String, String)>,
     pub error: Option<String>,
     pub notice: Option<String>,
 }

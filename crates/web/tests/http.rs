@@ -58,6 +58,7 @@ async fn build(public_url: &str, demo: bool) -> Router {
             public_url: public_url.into(),
             demo,
             trusted_proxies: vec![],
+            admin_tokens: vec![],
         }),
     })
 }

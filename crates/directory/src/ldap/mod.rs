@@ -889,6 +889,14 @@ impl Directory for LdapDirectory {
         Ok(())
     }
 
+    /// "This wasn't me": the administrative lock (`pwdAccountLockedTime: 000001010000Z`), which
+    /// ppolicy never lifts by itself and self-service never lifts at all.
+    async fn lock(&self, login: &Login) -> Result<(), DirectoryError> {
+        let entry = self.entry_or(login).await?;
+        self.service_modify(&entry.dn, vec![("pwdAccountLockedTime", Some(ADMIN_LOCK))])
+            .await
+    }
+
     async fn provision(&self, _spec: &gatehouse_core::ports::AccountSpec) -> Result<bool, DirectoryError> {
         Err(DirectoryError::Unsupported(
             "creating accounts in an LDAP directory",

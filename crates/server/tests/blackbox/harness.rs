@@ -95,6 +95,27 @@ pub fn ldap_config(raw: &mut RawConfig, url: &str, base_dn: &str) {
 }
 
 pub async fn spawn_on(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
+    spawn_clocked(
+        backend,
+        tweak,
+        std::sync::Arc::new(gatehouse_core::clock::SystemClock),
+    )
+    .await
+}
+
+/// The builtin-directory application on a clock the test moves.
+pub async fn spawn_at(
+    clock: std::sync::Arc<gatehouse_core::clock::FixedClock>,
+    tweak: impl FnOnce(&mut RawConfig),
+) -> TestApp {
+    spawn_clocked(Backend::Builtin, tweak, clock).await
+}
+
+pub async fn spawn_clocked(
+    backend: Backend,
+    tweak: impl FnOnce(&mut RawConfig),
+    clock: std::sync::Arc<dyn gatehouse_core::ports::Clock>,
+) -> TestApp {
     gatehouse_testkit::init_test_tracing();
     let sink = SmtpSink::start().await.expect("smtp sink");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -106,9 +127,17 @@ pub async fn spawn_on(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> T
     raw.mail.retry_initial_ms = 100;
     raw.mail.retry_max_secs = 1;
     raw.mail.poll_ms = 50;
+    // The throttles and the proof of work have tests of their own (abuse.rs) with the real defaults;
+    // elsewhere they would only count the suite's own requests from 127.0.0.1.
+    raw.captcha.enabled = false;
+    raw.throttle.ip_requests = 0;
+    raw.throttle.network_requests = 0;
+    raw.throttle.account_attempts = 0;
+    raw.throttle.destination_per_10_minutes = 0;
+    raw.throttle.destination_per_day = 0;
     tweak(&mut raw);
     let cfg = Config::try_from(raw).expect("config");
-    let app = Application::build(&cfg).await.expect("app");
+    let app = Application::build_with_clock(&cfg, clock).await.expect("app");
     let base = format!("http://{}", app.addr());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

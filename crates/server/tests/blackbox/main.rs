@@ -8,5 +8,7 @@ mod api_flows;
 mod browser;
 mod harness;
 mod ldap;
+mod methods;
 mod password;
 mod properties;
+mod throttle;
