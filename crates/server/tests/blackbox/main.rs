@@ -6,6 +6,7 @@ mod abuse;
 mod ad;
 mod api_flows;
 mod browser;
+mod enumeration;
 mod harness;
 mod ldap;
 mod methods;

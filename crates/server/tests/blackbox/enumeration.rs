@@ -1,0 +1,1 @@
+//! No user enumeration: statistical proof (being written).
