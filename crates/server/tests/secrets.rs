@@ -47,13 +47,35 @@ async fn no_password_code_or_token_reaches_logs_audit_or_mail_headers() {
         .init();
 
     // Ten-digit codes, so a code cannot turn up in the logs by coincidence.
-    let t = spawn_with(|raw| raw.flow.code_digits = 10).await;
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+    let twilio_token = "Canary-Twilio-Auth-Token-5151";
+    let admin_token = "Canary-Admin-Api-Token-6262";
+    let fake = gatehouse_testkit::phone_provider::FakeTwilio::start(SID, twilio_token)
+        .await
+        .unwrap();
+    let t = spawn_with(|raw| {
+        raw.flow.code_digits = 10;
+        raw.flow.methods = ["email", "sms", "voice", "totp", "questions"]
+            .map(String::from)
+            .to_vec();
+        raw.phone.provider = "twilio".into();
+        raw.phone.default_region = "FR".into();
+        raw.phone.twilio_base_url = fake.base_url().to_string();
+        raw.phone.twilio_account_sid = SID.into();
+        raw.phone.twilio_auth_token = Some(twilio_token.into());
+        raw.phone.twilio_from = Some("+15005550006".into());
+        raw.server.security_alerts = vec!["secops@corp.example".into()];
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(admin_token.as_bytes()));
+        raw.admin.api_tokens = vec![format!("helpdesk:{digest}")];
+    })
+    .await;
     let mut secrets: Vec<String> = vec![];
     let original = "Canary-Original-Pw-1337";
     let fresh = "Canary-Velvet-Lagoon-7331";
     let changed = "Canary-Quartz-Orbit-4242";
     let wrong = "Canary-Wrong-Guess-9999";
-    secrets.extend([original, fresh, changed, wrong].map(String::from));
+    secrets.extend([original, fresh, changed, wrong, twilio_token, admin_token].map(String::from));
     t.add_user("quill", Some(original), Some("quill.home@example.net"))
         .await;
 
@@ -155,6 +177,125 @@ async fn no_password_code_or_token_reaches_logs_audit_or_mail_headers() {
         .header("cookie", format!("gh_flow={uflow}"))
         .send()
         .await;
+    // Phone, authenticator app and security questions: registered, then used in a flow.
+    let (_, b) = t.sign_in("quill", changed).await;
+    let token = b["token"].as_str().unwrap().to_owned();
+    secrets.push(token.clone());
+    let (s, b) = t
+        .authed(
+            Method::POST,
+            "/api/v1/me/methods",
+            &token,
+            Some(json!({"type": "sms", "phone": "06 12 34 56 78"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let sms_code = fake.last_code_to("+33612345678").unwrap();
+    secrets.push(sms_code.clone());
+    let path = format!("/api/v1/me/methods/{}/verify", b["id"].as_str().unwrap());
+    t.authed(Method::POST, &path, &token, Some(json!({"code": "0000000000"})))
+        .await;
+    let (s, _) = t
+        .authed(Method::POST, &path, &token, Some(json!({"code": sms_code})))
+        .await;
+    assert_eq!(s, 200);
+    let (_, b) = t
+        .authed(
+            Method::POST,
+            "/api/v1/me/methods",
+            &token,
+            Some(json!({"type": "totp"})),
+        )
+        .await;
+    let uri = b["otpauth_uri"].as_str().unwrap().to_owned();
+    let key = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .unwrap()
+        .to_owned();
+    secrets.push(key);
+    let answers = [
+        "Canary-Answer-Lilas",
+        "Canary-Answer-Dubois",
+        "Canary-Answer-Kilimanjaro",
+    ];
+    secrets.extend(answers.map(String::from));
+    let (_, q) = t.authed(Method::GET, "/api/v1/questions", &token, None).await;
+    let given: Vec<serde_json::Value> = q["questions"].as_array().unwrap()[..3]
+        .iter()
+        .zip(answers)
+        .map(|(x, a)| json!({"question": x["id"], "answer": a}))
+        .collect();
+    let (s, b) = t
+        .authed(
+            Method::POST,
+            "/api/v1/me/methods",
+            &token,
+            Some(json!({"type": "questions", "answers": given})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (pflow, _, body) = t.start("reset", "quill").await;
+    secrets.push(pflow.clone());
+    let methods = body["methods"].as_array().unwrap();
+    let sms = methods.iter().find(|m| m["type"] == "sms").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let qm = methods.iter().find(|m| m["type"] == "questions").unwrap();
+    t.post(
+        "/api/v1/flows/send",
+        json!({"flow": pflow, "method": sms, "confirm": "+33612345678"}),
+    )
+    .await;
+    let flow_sms = fake.last_code_to("+33612345678").unwrap();
+    secrets.push(flow_sms.clone());
+    t.post(
+        "/api/v1/flows/verify",
+        json!({"flow": pflow, "method": sms, "code": flow_sms}),
+    )
+    .await;
+    let asked: Vec<serde_json::Value> = qm["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| json!({"question": x["id"], "answer": "Canary-Wrong-Answer"}))
+        .collect();
+    secrets.push("Canary-Wrong-Answer".into());
+    t.post(
+        "/api/v1/flows/verify",
+        json!({"flow": pflow, "method": qm["id"], "answers": asked}),
+    )
+    .await;
+
+    // Helpdesk: a recovery link by the admin API, then "this wasn't me" from a notification.
+    let before = t.sink.messages_to("quill.home@example.net").len();
+    let (s, b) = t
+        .authed(
+            Method::POST,
+            "/api/v1/admin/users/quill/link",
+            admin_token,
+            Some(json!({"kind": "recovery"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    t.sink
+        .wait_for_count_to("quill.home@example.net", before + 1, MAIL_WAIT)
+        .await
+        .unwrap();
+    let bodies: Vec<String> = t.sink.messages().iter().map(|m| m.text_body()).collect();
+    for b in &bodies {
+        for l in b.lines() {
+            for prefix in ["/link/", "/not-me/"] {
+                if let Some(i) = l.find(prefix) {
+                    let tok = l[i + prefix.len()..].trim().to_owned();
+                    let _ = t.http.get(format!("{}{prefix}{tok}", t.base)).send().await;
+                    secrets.push(tok);
+                }
+            }
+        }
+    }
+
     // Let the outbox deliver the notifications.
     let _ = t.sink.wait_for_message_to("quill@corp.example", MAIL_WAIT).await;
 

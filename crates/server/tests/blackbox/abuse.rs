@@ -213,3 +213,142 @@ async fn a_reset_or_a_change_ends_the_users_other_portal_sessions() {
         "the session from before the change is over"
     );
 }
+
+/// The "this wasn't me" link from a notification mail.
+fn report_link(t: &TestApp, to: &str) -> String {
+    let mail = t.sink.messages_to(to).pop().expect("notification");
+    let body = mail.text_body();
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(&format!("{PUBLIC_URL}/not-me/")))
+        .unwrap_or_else(|| panic!("no report link in {body}"));
+    line.rsplit('/').next().unwrap().trim().to_owned()
+}
+
+/// GET shows a confirmation page (a mail scanner following the link changes nothing); the form
+/// with its CSRF token does the locking.
+async fn report(t: &TestApp, token: &str) -> (u16, String) {
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let page = client
+        .get(format!("{}/not-me/{token}", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    let r = client
+        .post(format!("{}/not-me", t.base))
+        .form(&[("csrf", csrf.as_str()), ("token", token)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn this_wasnt_me(t: TestApp) {
+    t.add_user("vic", Some("Original-Pass-Word-1"), Some("vic@home.example"))
+        .await;
+    let (flow, method, _) = t.start("reset", "vic").await;
+    let code = t.send_and_read_code(&flow, &method, "vic@home.example").await;
+    t.post(
+        "/api/v1/flows/verify",
+        json!({"flow": flow, "method": method, "code": code}),
+    )
+    .await;
+    let (s, _) = t
+        .post(
+            "/api/v1/flows/password",
+            json!({"flow": flow, "password": "Velvet-Lagoon-Orbit-42"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    t.sink
+        .wait_for_count_to("vic@home.example", 2, MAIL_WAIT)
+        .await
+        .unwrap();
+    let token = report_link(&t, "vic@home.example");
+    let (_, b) = t.sign_in("vic", "Velvet-Lagoon-Orbit-42").await;
+    let session = b["token"].as_str().unwrap().to_owned();
+
+    // Looking at the page changes nothing.
+    let r = t
+        .http
+        .get(format!("{}/not-me/{token}", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, _) = t.sign_in("vic", "Velvet-Lagoon-Orbit-42").await;
+    assert_eq!(s, 200, "a GET does not lock");
+
+    let (s, page) = report(&t, &token).await;
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("locked"), "{page}");
+    // Used once.
+    let (s, _) = report(&t, &token).await;
+    assert_eq!(s, 404);
+
+    // The thief's session is over, the password no longer signs in, self-service is off.
+    let (s, _) = t
+        .authed(reqwest::Method::GET, "/api/v1/me/methods", &session, None)
+        .await;
+    assert_eq!(s, 401);
+    let (s, b) = t.sign_in("vic", "Velvet-Lagoon-Orbit-42").await;
+    assert_ne!(s, 200, "{b}");
+    let (flow, method, _) = t.start("reset", "vic").await;
+    let before = t.sink.messages_to("vic@home.example").len();
+    t.post("/api/v1/flows/send", json!({"flow": flow, "method": method}))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        t.sink.messages_to("vic@home.example").len(),
+        before,
+        "a decoy flow now"
+    );
+
+    // The administrators are alerted; the audit log says what happened.
+    let alert = t
+        .sink
+        .wait_for_message_to("secops@corp.example", MAIL_WAIT)
+        .await
+        .unwrap();
+    assert!(alert.text_body().contains("vic"));
+    let rows = t.core().app.audit_page(0, None, 10_000).await.unwrap();
+    let reported = rows
+        .iter()
+        .find(|r| r.event.activity.as_str() == "reported_not_me")
+        .expect("audited");
+    assert!(
+        reported.event.reason.as_deref().unwrap().contains("locked"),
+        "{:?}",
+        reported.event.reason
+    );
+
+    // The helpdesk clears the flag; the account stays locked until unlocked in the directory.
+    let login = gatehouse_core::types::Login::parse("vic").unwrap();
+    t.core().app.admin_clear_flag(&login, "admin:test").await.unwrap();
+    let state = t.core().app.registration_of(&login).await.unwrap();
+    assert_eq!(state.flagged, None);
+}
+
+#[tokio::test]
+async fn this_wasnt_me_locks_the_account_and_alerts_the_helpdesk() {
+    this_wasnt_me(spawn_with(|raw| raw.server.security_alerts = vec!["secops@corp.example".into()]).await)
+        .await;
+}
+
+#[tokio::test]
+async fn this_wasnt_me_sets_the_openldap_administrative_lock() {
+    let t = crate::harness::spawn_ldap_with(|raw| {
+        raw.server.security_alerts = vec!["secops@corp.example".into()]
+    })
+    .await;
+    this_wasnt_me(t).await;
+}

@@ -98,6 +98,77 @@ async fn reset_in_a_real_browser() {
     browser.close().await.unwrap();
 }
 
+/// The registration portal (an authenticator app enrolled from the server-rendered QR code) and the
+/// proof-of-work widget on flow start, solved by the page's own script.
+#[tokio::test]
+async fn enrol_an_app_then_pass_the_browser_check() {
+    let browser = match Browser::launch().await {
+        Ok(b) => b,
+        Err(e) if !ci_requires_all() => {
+            eprintln!("!!! SKIPPED enrol_an_app_then_pass_the_browser_check: {e:#}");
+            return;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
+    let t = spawn_with(|raw| {
+        raw.server.public_url = "http://localhost".into();
+        raw.captcha.enabled = true;
+        raw.captcha.difficulty = 20_000;
+    })
+    .await;
+    t.add_user(
+        "erin",
+        Some("Browser-Original-1"),
+        Some("erin.private@example.net"),
+    )
+    .await;
+    let c = browser.client();
+    let go = |p: &str| format!("{}{p}", t.base);
+
+    c.goto(&go("/signin")).await.unwrap();
+    fill(c, "login", "erin").await;
+    fill(c, "password", "Browser-Original-1").await;
+    click(c, "signin").await;
+    click(c, "add-totp").await;
+    let qr = c.wait().for_element(Locator::Css("#enrol svg")).await.unwrap();
+    assert!(
+        qr.html(false).await.unwrap().contains("<path") || qr.html(false).await.unwrap().contains("<rect")
+    );
+    let key = c
+        .find(Locator::Css("#enrol code"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bytes = data_encoding::BASE32_NOPAD.decode(key.trim().as_bytes()).unwrap();
+    let secret = gatehouse_core::totp::TotpSecret::from_bytes(&bytes).unwrap();
+    let step = gatehouse_core::totp::step_at(gatehouse_core::ports::Clock::now(
+        &gatehouse_core::clock::SystemClock,
+    ))
+    .unwrap();
+    fill(c, "enrol-code", &gatehouse_core::totp::code_at(&secret, step)).await;
+    click(c, "enrol-verify").await;
+    c.wait()
+        .for_element(Locator::Css("tr[data-kind='totp']"))
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("The method is verified."), "{page}");
+
+    // Flow start: the widget fetches a challenge, solves it in the page and submits.
+    c.goto(&go("/reset")).await.unwrap();
+    fill(c, "login", "erin").await;
+    click(c, "start").await;
+    c.wait()
+        .for_element(Locator::Css("form[id^='totp-']"))
+        .await
+        .unwrap();
+    let rows = t.core().app.audit_page(0, None, 1000).await.unwrap();
+    assert!(rows.iter().any(|r| r.event.activity.as_str() == "flow_started"));
+    browser.close().await.unwrap();
+}
+
 /// Waits for the field `id` and types `text` into it.
 async fn fill(c: &fantoccini::Client, id: &str, text: &str) {
     c.wait()

@@ -45,6 +45,10 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
 
 /// The application with `kind = "ldap"` on the shared slapd, in an OU of the test's own.
 pub async fn spawn_ldap() -> TestApp {
+    spawn_ldap_with(|_| {}).await
+}
+
+pub async fn spawn_ldap_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
     let slapd = Slapd::shared()
         .await
         .expect("slapd (apt-get install -y slapd ldap-utils)");
@@ -53,7 +57,11 @@ pub async fn spawn_ldap() -> TestApp {
         slapd,
         ou: ou.clone(),
     };
-    spawn_on(backend, |raw| ldap_config(raw, &slapd.url(), &ou)).await
+    spawn_on(backend, |raw| {
+        ldap_config(raw, &slapd.url(), &ou);
+        tweak(raw);
+    })
+    .await
 }
 
 /// The application with `kind = "ad"` on a Samba AD DC of its own, over LDAPS verified with the
