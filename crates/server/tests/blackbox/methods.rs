@@ -288,6 +288,17 @@ async fn authenticator_app_on_a_fixed_clock_and_no_code_twice() {
     let (s, _) = verify(&t, &flow2, &id, &next).await;
     assert_eq!(s, 400);
     set_password_and_sign_in(&t, &flow, "dave").await;
+
+    // One fresh code submitted to 20 flows at once: exactly one success.
+    clock.advance(time::Duration::seconds(30));
+    let code = totp_now(uri, &clock);
+    let mut flows = vec![];
+    for _ in 0..20 {
+        flows.push(t.start("reset", "dave").await.0);
+    }
+    let results = futures::future::join_all(flows.iter().map(|f| verify(&t, f, &id, &code))).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 1, "{results:?}");
 }
 
 async fn questions_body(t: &TestApp, token: Option<&str>) -> Value {
