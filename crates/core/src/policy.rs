@@ -1,8 +1,8 @@
 //! Per-population rules: which flows and methods a user may use and how many proofs a reset needs.
 //!
 //! Policies are tried in order and the first whose groups match the account wins; a policy with no
-//! groups matches everyone. When none matches, the default (everyone, from the `[methods]` and
-//! `[codes]` settings) applies. Privileged accounts (administrator groups, AD `adminCount=1`) get the
+//! groups matches everyone. When none matches, the default (everyone, from the `[flow]` settings)
+//! applies. Privileged accounts (administrator groups, AD `adminCount=1`) get the
 //! first `privileged = true` policy if there is one, and whatever they get is clamped by
 //! [`Policy::harden_for_privileged`]: at least two methods, never security questions.
 use crate::types::MethodKind;

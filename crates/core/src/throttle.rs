@@ -25,7 +25,8 @@ pub struct ThrottleSettings {
     /// Resets started and codes checked per account (Entra: 5 an hour), then blocked for `account_block`.
     pub account: Limit,
     pub account_block: Duration,
-    /// Requests that start, send, verify or sign in, per client address and per /24 (IPv6 /64).
+    /// Flow starts, wrong codes and answers, failed sign-ins and changes, per client address and per
+    /// /24 (IPv6 /64).
     pub ip: Limit,
     pub subnet: Limit,
     /// Codes sent to one address or number: a short and a daily limit.

@@ -865,6 +865,19 @@ impl TryFrom<RawConfig> for Config {
             captcha: methods::captcha(&raw.captcha)?,
         };
         let phone = methods::phone_provider(&raw.phone)?;
+        for p in settings.policies.list.iter().chain([&settings.policies.default]) {
+            let wanted = usize::from(p.questions_registered);
+            if p.allows_method(gatehouse_core::types::MethodKind::Questions)
+                && settings.questions.all().len() < wanted
+            {
+                bail!(
+                    "questions: policy \"{}\" registers {wanted} security questions but only {} are offered; add \
+                     questions.custom entries or keep questions.builtin = true",
+                    p.name,
+                    settings.questions.all().len()
+                );
+            }
+        }
         let admin_tokens = methods::admin_tokens(&raw.admin)?;
         Ok(Self {
             listen,

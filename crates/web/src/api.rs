@@ -63,9 +63,10 @@ pub fn flow_json(s: &AppState, v: &FlowView) -> Value {
 pub struct StartFlow {
     kind: String,
     login: String,
-    /// The solved proof-of-work challenge (see `GET /api/v1/captcha`).
+    /// The solved proof-of-work challenge (see `GET /api/v1/captcha`): base64 text, or the JSON
+    /// object itself.
     #[serde(default)]
-    altcha: Option<String>,
+    altcha: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -92,9 +93,14 @@ pub async fn start_flow(
     ApiJson(body): ApiJson<StartFlow>,
 ) -> Result<Response, ApiError> {
     let kind = FlowKind::parse(&body.kind).map_err(ServiceError::from)?;
+    let altcha = match body.altcha {
+        Some(Value::String(s)) => Some(s),
+        Some(other @ Value::Object(_)) => Some(other.to_string()),
+        _ => None,
+    };
     let started = s
         .app
-        .start_flow(kind, &body.login, body.altcha.as_deref(), &meta)
+        .start_flow(kind, &body.login, altcha.as_deref(), &meta)
         .await?;
     let mut out = flow_json(&s, &started.view);
     out["flow"] = json!(started.token.expose_secret());

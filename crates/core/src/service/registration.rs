@@ -53,6 +53,18 @@ pub enum LinkKind {
 }
 
 impl Gatehouse {
+    /// Whether codes for `kind` can be delivered (texts and calls need a provider offering them).
+    pub(super) fn can_deliver(&self, kind: MethodKind) -> bool {
+        let channel = match kind {
+            MethodKind::Sms => PhoneChannel::Sms,
+            MethodKind::Voice => PhoneChannel::Voice,
+            _ => return true,
+        };
+        self.phone
+            .as_ref()
+            .is_some_and(|p| p.channels().contains(&channel))
+    }
+
     /// The policy of a login as the directory knows it now (the default for an unknown one).
     async fn policy_of(&self, login: &Login) -> Result<Policy, ServiceError> {
         Ok(match self.directory.find_account(login).await? {
@@ -77,8 +89,17 @@ impl Gatehouse {
         self.registration_of(&ctx.login).await
     }
 
+    /// The canonical login of an account the helpdesk names (any login attribute); unknown: 404.
+    async fn resolve(&self, login: &Login) -> Result<Login, ServiceError> {
+        match self.directory.find_account(login).await? {
+            Some(a) => Ok(a.login),
+            None => Err(ServiceError::NotFound),
+        }
+    }
+
     /// Registration state of any user (helpdesk).
     pub async fn registration_of(&self, login: &Login) -> Result<Registration, ServiceError> {
+        let login = &self.resolve(login).await?;
         let policy = self.policy_of(login).await?;
         let methods = self.store.methods(login).await?;
         let counted: Vec<&Method> = methods
@@ -92,9 +113,7 @@ impl Gatehouse {
                     .is_none_or(|at| now - at >= Duration::days(i64::from(policy.reconfirm_days)))
             });
         let mut allowed = policy.methods.clone();
-        if self.phone.is_none() {
-            allowed.retain(|k| !k.is_phone());
-        }
+        allowed.retain(|k| self.can_deliver(*k));
         Ok(Registration {
             login: login.clone(),
             policy: policy.name.clone(),
@@ -146,9 +165,9 @@ impl Gatehouse {
         if !policy.allows_method(kind) {
             return Err(ServiceError::NotAllowed("this kind of method for your account"));
         }
-        if kind.is_phone() && self.phone.is_none() {
+        if !self.can_deliver(kind) {
             return Err(ServiceError::NotAllowed(
-                "phone methods: no provider is configured",
+                "this kind of method here: the text-message provider cannot deliver it",
             ));
         }
         let target = match new {
@@ -417,6 +436,7 @@ impl Gatehouse {
         phone: Option<&str>,
         actor: &str,
     ) -> Result<Registration, ServiceError> {
+        let login = &self.resolve(login).await?;
         let mut targets = vec![];
         if let Some(e) = email {
             targets.push((MethodKind::Email, Target::Email(Email::parse(e)?)));
@@ -468,6 +488,7 @@ impl Gatehouse {
 
     /// Helpdesk: removes every method of a user (lost phone, left the company…).
     pub async fn admin_clear_methods(&self, login: &Login, actor: &str) -> Result<u64, ServiceError> {
+        let login = &self.resolve(login).await?;
         let mut e = self.event(Activity::MethodsCleared, Some(login), &RequestMeta::default());
         e.actor = actor.to_owned();
         Ok(self.store.clear_methods(login, Changes::audit(e)).await?)
@@ -493,7 +514,17 @@ impl Gatehouse {
         if account.disabled || left_scope {
             return Err(ParseError::new("login", "this account is disabled").into());
         }
+        if self.store.flag(&account.login).await?.is_some() {
+            return Err(ParseError::new(
+                "login",
+                "this account was reported by its user (\"this wasn't me\"); clear the flag first",
+            )
+            .into());
+        }
         let policy = self.policy_for(&account);
+        if !policy.allows(SelfService::Reset) {
+            return Err(ServiceError::NotAllowed("self-service reset for this account"));
+        }
         let mut methods: Vec<Method> = self
             .store
             .methods(&account.login)

@@ -108,7 +108,12 @@ fn build(key: &str, p: &PolicySection, d: &PolicyDefaults) -> anyhow::Result<Pol
     let lifetime = p.code_lifetime_minutes.unwrap_or(d.code_lifetime_minutes);
     range(&format!("{key}.code_lifetime_minutes"), lifetime, 1, 60)?;
     let attempts = p.code_attempts.unwrap_or(d.code_attempts);
-    range(&format!("{key}.code_attempts"), i64::from(attempts), 1, 20)?;
+    let attempts_key = if key == "flow" {
+        "flow.max_code_attempts".to_owned()
+    } else {
+        format!("{key}.code_attempts")
+    };
+    range(&attempts_key, i64::from(attempts), 1, 20)?;
     let registered = p.questions_registered.unwrap_or(d.questions_registered);
     range(
         &format!("{key}.questions_registered"),
@@ -271,14 +276,18 @@ pub fn phone_provider(p: &PhoneSection) -> anyhow::Result<PhoneProvider> {
             if p.twilio_from.is_none() && p.twilio_messaging_service_sid.is_none() {
                 bail!("phone.twilio_from: set the sending number (E.164) or twilio_messaging_service_sid");
             }
-            PhoneProvider::Twilio(gatehouse_notify::TwilioSettings {
+            let settings = gatehouse_notify::TwilioSettings {
                 base_url,
                 account_sid: p.twilio_account_sid.trim().to_owned(),
                 auth_token: token.into(),
                 from: p.twilio_from.clone(),
                 messaging_service_sid: p.twilio_messaging_service_sid.clone(),
                 timeout,
-            })
+            };
+            // The sender checks what it needs (SID shape, a sender); its words get our key names.
+            gatehouse_notify::TwilioSender::new(settings.clone())
+                .map_err(|e| anyhow!("phone (twilio_account_sid / twilio_from / twilio_auth_token): {e}"))?;
+            PhoneProvider::Twilio(settings)
         }
         "webhook" => {
             let raw = p
@@ -299,6 +308,9 @@ pub fn phone_provider(p: &PhoneSection) -> anyhow::Result<PhoneProvider> {
                     other => bail!("phone.webhook_channels: \"{other}\" is not a channel; use \"sms\" and/or \"voice\""),
                 });
             }
+            if channels.is_empty() {
+                bail!("phone.webhook_channels: list at least one of \"sms\", \"voice\"");
+            }
             PhoneProvider::Webhook(gatehouse_notify::WebhookSettings {
                 url,
                 secret: key.into(),
@@ -313,6 +325,12 @@ pub fn phone_provider(p: &PhoneSection) -> anyhow::Result<PhoneProvider> {
             if !address.contains("{number}") && !address.contains("{e164}") {
                 bail!("phone.email_gateway_address: put {{number}} where the phone number goes, like \"{{number}}@sms.example.net\"");
             }
+            let settings = gatehouse_notify::EmailGatewaySettings {
+                address: address.clone(),
+                subject: String::new(),
+            };
+            gatehouse_notify::EmailGatewaySender::new(settings, std::sync::Arc::new(gatehouse_notify::DevMailbox))
+                .map_err(|e| anyhow!("phone.email_gateway_address: {e}"))?;
             PhoneProvider::EmailGateway { address }
         }
         other => bail!("phone.provider: \"{other}\" is not a provider; use \"none\", \"twilio\", \"webhook\" or \"email_gateway\""),

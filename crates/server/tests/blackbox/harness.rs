@@ -135,7 +135,7 @@ pub async fn spawn_clocked(
     raw.mail.retry_initial_ms = 100;
     raw.mail.retry_max_secs = 1;
     raw.mail.poll_ms = 50;
-    // The throttles and the proof of work have tests of their own (abuse.rs) with the real defaults;
+    // The throttles and the proof of work have tests of their own (throttle.rs) with the real defaults;
     // elsewhere they would only count the suite's own requests from 127.0.0.1.
     raw.captcha.enabled = false;
     raw.throttle.ip_requests = 0;

@@ -230,7 +230,7 @@ async fn sms_through_a_signed_webhook_and_an_email_gateway() {
         .to_owned();
     let (s, b) = verify_method(&g, &token, m["id"].as_str().unwrap(), &code).await;
     assert_eq!(s, 200, "{b}");
-    // A gateway cannot call.
+    // A gateway cannot call: voice is not offered.
     let (s, b) = g
         .authed(
             Method::POST,
@@ -239,7 +239,12 @@ async fn sms_through_a_signed_webhook_and_an_email_gateway() {
             Some(json!({"type": "voice", "phone": "(201) 555-0199"})),
         )
         .await;
-    assert_eq!((s, b["error"].as_str()), (503, Some("phone_unavailable")), "{b}");
+    assert_eq!((s, b["error"].as_str()), (403, Some("not_allowed")), "{b}");
+    let state = me(&g, &token).await;
+    assert!(
+        !state["allowed"].as_array().unwrap().contains(&json!("voice")),
+        "{state}"
+    );
 }
 
 fn totp_now(uri: &str, clock: &FixedClock) -> String {
