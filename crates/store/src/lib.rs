@@ -71,6 +71,25 @@ impl SqliteStore {
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)
     }
+
+    /// Runs one statement and records `changes` with it, in one transaction. With `need_rows`, a
+    /// statement that touched nothing records nothing (the caller lost a race, or the row is gone).
+    /// Returns the rows touched.
+    async fn write_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        changes: Changes,
+        need_rows: bool,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = query.execute(&mut *tx).await.map_err(err)?.rows_affected();
+        if need_rows && rows == 0 {
+            return Ok(0);
+        }
+        apply(&mut tx, changes).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(rows)
+    }
 }
 
 async fn apply(tx: &mut Transaction<'static, Sqlite>, changes: Changes) -> Result<(), StoreError> {
@@ -279,19 +298,10 @@ impl Store for SqliteStore {
         id: &MethodId,
         changes: Changes,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query("DELETE FROM methods WHERE id = ? AND login = ?")
+        let q = sqlx::query("DELETE FROM methods WHERE id = ? AND login = ?")
             .bind(id.as_str())
-            .bind(login.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        apply(&mut tx, changes).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(true)
+            .bind(login.as_str());
+        Ok(self.write_one(q, changes, true).await? > 0)
     }
 
     async fn mark_verified(
@@ -302,44 +312,26 @@ impl Store for SqliteStore {
         totp_step: Option<u64>,
         changes: Changes,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
+        let q = sqlx::query(
             "UPDATE methods SET verified = 1, verified_at = ?, code_hash = NULL, code_expires_at = NULL, \
              last_step = coalesce(?, last_step) WHERE id = ? AND login = ? AND verified = 0",
         )
         .bind(millis(at))
         .bind(totp_step.and_then(|s| i64::try_from(s).ok()))
         .bind(id.as_str())
-        .bind(login.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        apply(&mut tx, changes).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(true)
+        .bind(login.as_str());
+        Ok(self.write_one(q, changes, true).await? > 0)
     }
 
     async fn use_totp_step(&self, id: &MethodId, step: u64, changes: Changes) -> Result<bool, StoreError> {
         let step = i64::try_from(step).map_err(|_| StoreError::Other("time step out of range".into()))?;
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
+        let q = sqlx::query(
             "UPDATE methods SET last_step = ? WHERE id = ? AND verified = 1 AND (last_step IS NULL OR last_step < ?)",
         )
         .bind(step)
         .bind(id.as_str())
-        .bind(step)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        apply(&mut tx, changes).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(true)
+        .bind(step);
+        Ok(self.write_one(q, changes, true).await? > 0)
     }
 
     async fn reconfirm_methods(
@@ -348,28 +340,15 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
         changes: Changes,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE methods SET verified_at = ? WHERE login = ? AND verified = 1")
+        let q = sqlx::query("UPDATE methods SET verified_at = ? WHERE login = ? AND verified = 1")
             .bind(millis(at))
-            .bind(login.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        apply(&mut tx, changes).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(done.rows_affected())
+            .bind(login.as_str());
+        self.write_one(q, changes, false).await
     }
 
     async fn clear_methods(&self, login: &Login, changes: Changes) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query("DELETE FROM methods WHERE login = ?")
-            .bind(login.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        apply(&mut tx, changes).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(done.rows_affected())
+        let q = sqlx::query("DELETE FROM methods WHERE login = ?").bind(login.as_str());
+        self.write_one(q, changes, false).await
     }
 
     async fn upsert_profile(&self, p: &UserProfile, changes: Changes) -> Result<(), StoreError> {
@@ -596,8 +575,7 @@ impl Store for SqliteStore {
         changes: Changes,
     ) -> Result<(), StoreError> {
         let at = changes.audit.first().map(|e| millis(e.at)).unwrap_or(0);
-        let mut tx = self.begin().await?;
-        match reason {
+        let q = match reason {
             Some(r) => sqlx::query(
                 "INSERT INTO flags (login, reason, at) VALUES (?, ?, ?) ON CONFLICT (login) DO UPDATE SET \
                  reason = excluded.reason, at = excluded.at",
@@ -606,12 +584,8 @@ impl Store for SqliteStore {
             .bind(r)
             .bind(at),
             None => sqlx::query("DELETE FROM flags WHERE login = ?").bind(login.as_str()),
-        }
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        apply(&mut tx, changes).await?;
-        tx.commit().await.map_err(err)
+        };
+        self.write_one(q, changes, false).await.map(|_| ())
     }
 
     async fn flag(&self, login: &Login) -> Result<Option<String>, StoreError> {
