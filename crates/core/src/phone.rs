@@ -26,6 +26,20 @@ fn region(code: &str) -> Option<Id> {
     code.parse().ok()
 }
 
+/// A masked hint shaped like the hint of a mobile number in `region` (its country code, its length),
+/// ending in the two digits `last`: what a decoy flow shows for a phone method it does not have.
+pub fn decoy_hint(region_code: &str, last: u8) -> String {
+    let meta =
+        region(region_code).and_then(|_| DATABASE.by_id(region_code.trim().to_ascii_uppercase().as_str()));
+    let cc = meta.as_ref().map(|m| m.country_code()).unwrap_or(1);
+    let len = meta
+        .as_ref()
+        .and_then(|m| m.descriptors().mobile().and_then(|d| d.example()).map(str::len))
+        .unwrap_or(10)
+        .max(3);
+    format!("+{cc} {} {:02}", "•".repeat(len - 2), last % 100)
+}
+
 /// A phone number that the numbering plan of its country accepts, as E.164: `+33612345678`.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -145,6 +159,21 @@ impl fmt::Debug for Phone {
 impl fmt::Display for Phone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.e164)
+    }
+}
+
+#[cfg(test)]
+mod decoy_tests {
+    use super::*;
+
+    #[test]
+    fn decoy_hints_look_like_real_ones() {
+        let real = Phone::parse("06 12 34 56 78", "FR").unwrap().masked();
+        let decoy = decoy_hint("FR", 78);
+        assert_eq!(real, decoy);
+        let real = Phone::parse("07911 123456", "GB").unwrap().masked();
+        assert_eq!(real.len(), decoy_hint("gb", 56).len());
+        assert_eq!(decoy_hint("GB", 7), "+44 •••••••• 07");
     }
 }
 

@@ -388,18 +388,45 @@ impl Gatehouse {
         hex::encode(b)
     }
 
-    fn decoy_methods(&self, login: &Login, n: u8) -> Vec<FlowMethod> {
-        (0..n.max(1))
+    /// The policy a decoy flow follows: the default one, so it asks what most users are asked.
+    /// (A stricter group or privileged policy still shows in the count; see docs/security.md.)
+    fn decoy_policy(&self, _login: &Login) -> Policy {
+        self.settings.policies.default.clone()
+    }
+
+    fn decoy_methods(&self, login: &Login, policy: &Policy) -> Vec<FlowMethod> {
+        // The kind most users of the policy have: its first method that sends a code and can be
+        // delivered here (email unless the policy leaves it out).
+        let kind = policy
+            .methods
+            .iter()
+            .copied()
+            .find(|k| k.sends_code() && self.can_deliver(*k))
+            .unwrap_or(MethodKind::Email);
+        (0..policy.reset_required.max(1))
             .map(|i| {
                 let b = self.key.derive("decoy-method", &format!("{i}:{login}"));
                 let (provider, tld) = DECOY_PROVIDERS[usize::from(b[11]) % DECOY_PROVIDERS.len()];
                 let letter = char::from(b'a' + b[10] % 26);
                 let first = provider.chars().next().unwrap_or('m');
+                // A made-up address in a reserved domain that never receives mail (RFC 2606), so a
+                // decoy flow is stored and read like a genuine one; `genuine` keeps it from use.
+                let nowhere = format!("{letter}{}@{provider}.invalid", hex::encode(&b[12..16]));
+                let (hint, target) = match kind {
+                    MethodKind::Sms | MethodKind::Voice => (
+                        crate::phone::decoy_hint(&self.settings.default_region, b[13]),
+                        None,
+                    ),
+                    _ => (
+                        format!("{letter}•••@{first}•••.{tld}"),
+                        Email::parse(&nowhere).ok().map(FlowTarget::Email),
+                    ),
+                };
                 FlowMethod {
                     id: MethodId::from_bytes(&b[..10]),
-                    kind: MethodKind::Email,
-                    hint: format!("{letter}•••@{first}•••.{tld}"),
-                    target: None,
+                    kind,
+                    hint,
+                    target,
                 }
             })
             .collect()
@@ -456,23 +483,30 @@ impl Gatehouse {
         let account = self.directory.find_account(&login).await?;
         // The user may type any login attribute (uid or mail); methods are kept under the canonical one.
         let login = account.as_ref().map(|a| a.login.clone()).unwrap_or(login);
-        let left_scope = match self.store.profile(&login).await? {
-            Some(p) => p.disabled,
-            None => false,
-        } || self.store.flag(&login).await?.is_some();
-        let policy = account.as_ref().map(|a| self.policy_for(a));
+        // Every login costs the same reads, known or not: the profile, the flag and the methods.
+        let profile = self.store.profile(&login).await?;
+        let flagged = self.store.flag(&login).await?.is_some();
+        let stored = self.store.methods(&login).await?;
+        let left_scope = profile.is_some_and(|p| p.disabled) || flagged;
+        let policy = match &account {
+            Some(a) => Some(self.policy_for(a)),
+            None => {
+                // The same work for an unknown login: a policy is worked out, and set aside.
+                drop(self.settings.policies.for_account(&[], false));
+                None
+            }
+        };
         let usable: Vec<Method> = match &policy {
-            Some(p) => self
-                .store
-                .methods(&login)
-                .await?
+            Some(p) => stored
                 .into_iter()
                 .filter(|m| m.verified && p.allows_method(m.kind))
-                .filter(|m| !(m.kind.is_phone() && self.phone.is_none()))
+                .filter(|m| self.can_deliver(m.kind))
                 .collect(),
             None => vec![],
         };
-        let decoy_policy = self.settings.policies.for_unknown();
+        let decoy_policy = &self.decoy_policy(&login);
+        // The decoy methods are derived for every login, used or not.
+        let decoys = self.decoy_methods(&login, decoy_policy);
         let reason = match (&account, &policy) {
             (Some(a), _) if a.disabled || left_scope => Some("account_disabled"),
             (Some(_), Some(p)) if !p.allows(SelfService::from(kind)) => Some("not_in_scope"),
@@ -488,7 +522,7 @@ impl Gatehouse {
                 Self::code_rules(p),
             ),
             _ => (
-                self.decoy_methods(&login, decoy_policy.reset_required),
+                decoys,
                 decoy_policy.reset_required,
                 Self::code_rules(decoy_policy),
             ),
@@ -589,23 +623,24 @@ impl Gatehouse {
                     self.store.record(Changes::audit(event)).await?;
                     return Ok(());
                 }
-                let channel = if m.kind == MethodKind::Voice {
-                    PhoneChannel::Voice
-                } else {
-                    PhoneChannel::Sms
-                };
-                phone_out = Some(PhoneMessage {
-                    to: number.as_str().to_owned(),
-                    channel,
-                    text: messages::phone_code(
+                phone_out = Some(self.phone_message(m.kind, number, &code, lifetime.whole_minutes()));
+            }
+            (target, _) => {
+                event.reason = Some("suppressed_decoy".into());
+                // A decoy costs what a code does, and nothing leaves: the message to its made-up
+                // address is composed and dropped, and a row takes the outbox row's place in the
+                // same transaction (a counter no limit reads, pruned with the others).
+                if let Some(FlowTarget::Email(nowhere)) = target {
+                    drop(messages::code(
                         &self.settings.branding,
-                        channel,
+                        nowhere,
                         code.expose_secret(),
                         lifetime.whole_minutes(),
-                    ),
-                });
+                        Self::purpose(flow.kind),
+                    ));
+                }
+                changes.hits.push((format!("decoy:{}", m.id), now));
             }
-            _ => event.reason = Some("suppressed_decoy".into()),
         }
         flow.code_sent(&method, hash, now, lifetime)?;
         flow.version += 1;
@@ -629,6 +664,20 @@ impl Gatehouse {
         match kind {
             FlowKind::Reset => "reset your password",
             FlowKind::Unlock => "unlock your account",
+        }
+    }
+
+    /// The text or call that carries `code` to `number` (voice methods call, the others text).
+    fn phone_message(&self, kind: MethodKind, number: &Phone, code: &OtpCode, minutes: i64) -> PhoneMessage {
+        let channel = if kind == MethodKind::Voice {
+            PhoneChannel::Voice
+        } else {
+            PhoneChannel::Sms
+        };
+        PhoneMessage {
+            to: number.as_str().to_owned(),
+            channel,
+            text: messages::phone_code(&self.settings.branding, channel, code.expose_secret(), minutes),
         }
     }
 
@@ -1117,8 +1166,19 @@ impl Gatehouse {
         let action = match self.directory.lock(&login).await {
             Ok(()) => "the account was locked in the directory and flagged for the helpdesk",
             Err(e) => {
-                tracing::warn!(error = %e, "the directory did not lock the reported account; flagged only");
-                "the directory could not lock the account, so it was flagged for the helpdesk"
+                // No lock a service account may set (Active Directory): the password is replaced by a
+                // random one nobody knows, which shuts out whoever set the last one.
+                tracing::warn!(error = %e, "the directory did not lock the reported account");
+                let mut raw = [0u8; 24];
+                self.rng.fill(&mut raw);
+                let scrambled = Password::new(format!("Gh-{}-x9!Q", hex::encode(raw)));
+                match self.directory.reset_password(&login, &scrambled).await {
+                    Ok(()) => "the password was replaced by a random one nobody knows, and the account flagged for the helpdesk",
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the reported account's password could not be replaced");
+                        "the directory could neither lock the account nor replace its password; it was flagged for the helpdesk"
+                    }
+                }
             }
         };
         let mut e = self.event(Activity::ReportedNotMe, Some(&login), meta);
@@ -1292,10 +1352,16 @@ impl Gatehouse {
         }
         let violations = self.violations(&login, None, new).await;
         let mut e = self.event(Activity::PasswordChanged, Some(&login), meta);
-        // A policy without "change": refused, but only to someone who knows the password.
+        // A policy without "change", or an account its user reported: refused, but only to someone
+        // who knows the password.
         let account = self.directory.find_account(&login).await?;
-        if account.is_some_and(|a| !self.policy_for(&a).allows(SelfService::Change)) {
+        let flagged = match &account {
+            Some(a) => self.store.flag(&a.login).await?.is_some(),
+            None => self.store.flag(&login).await?.is_some(),
+        };
+        if flagged || account.is_some_and(|a| !self.policy_for(&a).allows(SelfService::Change)) {
             let err = match self.directory.authenticate(&login, old).await {
+                Ok(_) if flagged => ServiceError::AccountLocked,
                 Ok(_) => ServiceError::NotAllowed("changing your password here"),
                 Err(err) => ServiceError::from(err),
             };
@@ -1345,6 +1411,14 @@ impl Gatehouse {
             return Err(self.blocked(Some(&login), reason, meta).await);
         }
         match self.directory.authenticate(&login, password).await {
+            Ok(account) if self.store.flag(&account.login).await?.is_some() => {
+                // Reported by its user ("this wasn't me"): whoever knows the password gets no session.
+                let mut e = self.event(Activity::SignInFailed, Some(&account.login), meta);
+                e.result = Outcome::Failure;
+                e.reason = Some("reported_not_me".into());
+                self.store.record(Changes::audit(e)).await?;
+                Err(ServiceError::AccountLocked)
+            }
             Ok(account) => {
                 let token = Token::generate(self.rng.as_ref());
                 let now = self.clock.now();

@@ -47,6 +47,9 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS builtin_history_login ON builtin_history (login, at)",
 ];
 
+/// The address an unknown login's stand-in row carries (a reserved domain: never a mailbox).
+const STAND_IN_EMAIL: &str = "nobody@stand-in.invalid";
+
 fn unavailable(e: sqlx::Error) -> DirectoryError {
     DirectoryError::Unavailable(e.to_string())
 }
@@ -126,22 +129,34 @@ impl BuiltinDirectory {
         .map_err(|e| DirectoryError::Other(e.to_string()))?
     }
 
+    /// The account. Every login gets one row back, an unknown one filled with stand-ins (its own
+    /// login as the name, an address in a reserved domain, the dummy hash), read and decoded alike,
+    /// so an unknown login costs what a known one does.
     async fn load(&self, login: &Login) -> Result<Option<Row_>, DirectoryError> {
-        let row = sqlx::query(
-            "SELECT login, display_name, email, groups, disabled, password_hash, failed_logins, locked_at \
-             FROM builtin_accounts WHERE login = ?",
+        let r = sqlx::query(
+            "SELECT a.login IS NOT NULL AS found, \
+             CASE WHEN a.login IS NULL THEN w.wanted ELSE a.display_name END AS display_name, \
+             CASE WHEN a.login IS NULL THEN ?2 ELSE a.email END AS email, \
+             CASE WHEN a.login IS NULL THEN '[]' ELSE a.groups END AS groups, \
+             CASE WHEN a.login IS NULL THEN 0 ELSE a.disabled END AS disabled, \
+             CASE WHEN a.login IS NULL THEN ?3 ELSE a.password_hash END AS password_hash, \
+             CASE WHEN a.login IS NULL THEN 0 ELSE a.failed_logins END AS failed_logins, \
+             a.locked_at \
+             FROM (SELECT ?1 AS wanted) AS w LEFT JOIN builtin_accounts AS a ON a.login = w.wanted",
         )
         .bind(login.as_str())
-        .fetch_optional(&self.pool)
+        .bind(STAND_IN_EMAIL)
+        .bind(&self.dummy_hash)
+        .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
-        let Some(r) = row else { return Ok(None) };
         let get_err = |e: sqlx::Error| DirectoryError::Other(e.to_string());
+        let found: bool = r.try_get("found").map_err(get_err)?;
         let email: Option<String> = r.try_get("email").map_err(get_err)?;
         let groups: String = r.try_get("groups").map_err(get_err)?;
         let hash: Option<String> = r.try_get("password_hash").map_err(get_err)?;
         let locked_at: Option<i64> = r.try_get("locked_at").map_err(get_err)?;
-        Ok(Some(Row_ {
+        let row = Row_ {
             account: Account {
                 login: login.clone(),
                 display_name: r.try_get("display_name").map_err(get_err)?,
@@ -157,7 +172,8 @@ impl BuiltinDirectory {
             },
             hash,
             failed: r.try_get("failed_logins").map_err(get_err)?,
-        }))
+        };
+        Ok(found.then_some(row))
     }
 
     fn now_ms(&self) -> i64 {
@@ -214,6 +230,24 @@ impl BuiltinDirectory {
         tx.commit().await.map_err(unavailable)
     }
 
+    /// Counts a wrong password; the account locks at the threshold. Run for every wrong password,
+    /// matching no row when the login is unknown, disabled or has no password.
+    async fn count_failure(&self, login: &Login) -> Result<(), DirectoryError> {
+        let threshold = i64::from(self.options.lockout_threshold);
+        sqlx::query(
+            "UPDATE builtin_accounts SET failed_logins = failed_logins + 1, \
+             locked_at = CASE WHEN ?1 > 0 AND failed_logins + 1 >= ?1 AND locked_at IS NULL THEN ?2 ELSE locked_at END \
+             WHERE login = ?3 AND disabled = 0 AND password_hash IS NOT NULL",
+        )
+        .bind(threshold)
+        .bind(self.now_ms())
+        .bind(login.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Locks an account as if it had too many wrong passwords (demo data, helpdesk tests).
     pub async fn lock(&self, login: &Login) -> Result<(), DirectoryError> {
         sqlx::query("UPDATE builtin_accounts SET locked_at = ? WHERE login = ?")
@@ -247,43 +281,36 @@ impl Directory for BuiltinDirectory {
     }
 
     async fn authenticate(&self, login: &Login, password: &Password) -> Result<Account, DirectoryError> {
-        let (row, hash) = match self.load(login).await? {
-            Some(r) if !r.account.disabled && r.hash.is_some() => {
-                let h = r.hash.clone().unwrap_or_default();
-                (r, h)
+        // Unknown, disabled or never set: checked against the dummy hash, so every answer costs the
+        // same; and every wrong password runs the same counter update (a no-op for those).
+        let usable = self
+            .load(login)
+            .await?
+            .filter(|r| !r.account.disabled && r.hash.is_some());
+        let hash = usable
+            .as_ref()
+            .and_then(|r| r.hash.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
+        let matched = self.matches_any(password, vec![hash]).await?;
+        match usable {
+            Some(row) if matched => {
+                if row.account.locked {
+                    return Err(DirectoryError::Locked);
+                }
+                if row.failed > 0 {
+                    sqlx::query("UPDATE builtin_accounts SET failed_logins = 0 WHERE login = ?")
+                        .bind(login.as_str())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                Ok(row.account)
             }
             _ => {
-                // Unknown, disabled or never set: same cost, same answer.
-                self.matches_any(password, vec![self.dummy_hash.clone()]).await?;
-                return Err(DirectoryError::InvalidCredentials);
+                self.count_failure(login).await?;
+                Err(DirectoryError::InvalidCredentials)
             }
-        };
-        if self.matches_any(password, vec![hash]).await? {
-            if row.account.locked {
-                return Err(DirectoryError::Locked);
-            }
-            if row.failed > 0 {
-                sqlx::query("UPDATE builtin_accounts SET failed_logins = 0 WHERE login = ?")
-                    .bind(login.as_str())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            return Ok(row.account);
         }
-        let threshold = i64::from(self.options.lockout_threshold);
-        sqlx::query(
-            "UPDATE builtin_accounts SET failed_logins = failed_logins + 1, \
-             locked_at = CASE WHEN ?1 > 0 AND failed_logins + 1 >= ?1 AND locked_at IS NULL THEN ?2 ELSE locked_at END \
-             WHERE login = ?3",
-        )
-        .bind(threshold)
-        .bind(self.now_ms())
-        .bind(login.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Err(DirectoryError::InvalidCredentials)
     }
 
     async fn reset_password(&self, login: &Login, new: &Password) -> Result<(), DirectoryError> {

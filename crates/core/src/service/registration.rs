@@ -269,21 +269,7 @@ impl Gatehouse {
                 "confirm this address for password reset",
             )),
             Target::Phone(number) => {
-                let channel = if kind == MethodKind::Voice {
-                    PhoneChannel::Voice
-                } else {
-                    PhoneChannel::Sms
-                };
-                phone_out = Some(PhoneMessage {
-                    to: number.as_str().to_owned(),
-                    channel,
-                    text: messages::phone_code(
-                        &self.settings.branding,
-                        channel,
-                        code.expose_secret(),
-                        minutes,
-                    ),
-                });
+                phone_out = Some(self.phone_message(kind, number, &code, minutes));
             }
             _ => {}
         }

@@ -126,7 +126,22 @@ async fn a_destination_gets_three_codes_in_ten_minutes() {
     )
     .await;
     let (flow, method, _) = t.start("reset", "alice").await;
-    let (ghost_flow, ghost_method, _) = t.start("reset", "ghost").await;
+    // An unknown login whose decoy offers an email method (decoys vary by login, like real users).
+    let mut ghost = None;
+    for i in 0..50 {
+        let (f, _, body) = t.start("reset", &format!("ghost{i}")).await;
+        let email = body["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["type"] == "email")
+            .cloned();
+        if let Some(m) = email {
+            ghost = Some((f, m["id"].as_str().unwrap().to_owned()));
+            break;
+        }
+    }
+    let (ghost_flow, ghost_method) = ghost.expect("some decoy offers an email method");
     for _ in 0..3 {
         let (s, _) = t
             .post("/api/v1/flows/send", json!({"flow": flow, "method": method}))
