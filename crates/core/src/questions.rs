@@ -179,7 +179,9 @@ impl QuestionSet {
 /// The form answers are compared in: NFKC, lower case, trimmed, inner runs of white space made one
 /// space. `"  Ｐａｒｉｓ   Nord "` becomes `"paris nord"`.
 pub fn normalise_answer(raw: &str) -> String {
-    let folded: String = raw.nfkc().collect::<String>().to_lowercase();
+    // NFKC again after case folding: lower-casing can undo the normal form (İ → i + U+0307), and
+    // a normalised answer must normalise to itself (found by fuzzing).
+    let folded: String = raw.nfkc().collect::<String>().to_lowercase().nfkc().collect();
     folded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

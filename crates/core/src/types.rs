@@ -26,7 +26,10 @@ pub struct Login(String);
 
 impl Login {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let trimmed = raw.trim();
+        // Lower-cased first: some letters grow when lower-cased (İ), and the stored form is the one
+        // that must fit (found by fuzzing).
+        let lowered = raw.trim().to_lowercase();
+        let trimmed = lowered.trim();
         if trimmed.is_empty() {
             return Err(ParseError::new("login", "enter your user name"));
         }
@@ -39,7 +42,7 @@ impl Login {
                 "a user name cannot contain control characters",
             ));
         }
-        Ok(Self(trimmed.to_lowercase()))
+        Ok(Self(trimmed.to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -75,7 +78,17 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let s = raw.trim();
+        let raw = raw.trim();
+        // The domain is compared and stored lower-cased, so it is checked in that form (a label
+        // can grow when lower-cased; found by fuzzing).
+        let lowered;
+        let s = match raw.rsplit_once('@') {
+            Some((local, domain)) => {
+                lowered = format!("{local}@{}", domain.to_lowercase());
+                lowered.as_str()
+            }
+            None => raw,
+        };
         let err = |m: &str| Err(ParseError::new("email", m));
         if s.len() > 254 {
             return err("an email address has at most 254 characters");
@@ -295,6 +308,24 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad} should be refused");
         }
         assert!(!format!("{e:?}").contains("Private"));
+    }
+
+    #[test]
+    fn parsed_values_parse_to_themselves_even_when_lower_casing_grows_them() {
+        // Inputs found by fuzzing (fuzz/artifacts-found).
+        let login = "İ".repeat(200);
+        if let Ok(l) = Login::parse(&login) {
+            assert_eq!(Login::parse(l.as_str()).unwrap(), l);
+        }
+        assert!(
+            Login::parse(&"İ".repeat(200)).is_err(),
+            "400 characters once lower-cased"
+        );
+        for raw in ["a@İx.com", &format!("a@{}.com", "Ⱥ".repeat(32))] {
+            if let Ok(e) = Email::parse(raw) {
+                assert_eq!(Email::parse(e.as_str()).unwrap(), e, "{raw}");
+            }
+        }
     }
 
     #[test]
