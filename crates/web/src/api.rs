@@ -79,7 +79,7 @@ pub struct CaptchaQuery {
 pub async fn captcha(
     State(s): State<AppState>,
     Meta(meta): Meta,
-    axum::extract::Query(q): axum::extract::Query<CaptchaQuery>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<CaptchaQuery>,
 ) -> Result<Response, ApiError> {
     match s.app.pow_challenge(q.login.as_deref(), &meta).await? {
         Some(c) => Ok(([(header::CACHE_CONTROL, "no-store")], Json(c)).into_response()),

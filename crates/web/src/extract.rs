@@ -29,6 +29,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Query string as `T`, its rejection answered as an API problem (JSON) like every other error.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "The query string is not valid: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 /// Client IP and user agent, for the audit log (and, later, throttling).
 pub struct Meta(pub RequestMeta);
 
