@@ -14,7 +14,7 @@ use gatehouse_core::ports::{
 };
 use gatehouse_core::secret::{hashes_equal, TokenHash};
 use gatehouse_core::types::{Login, MethodId};
-use rows::{audit_row, method_columns, method_row, millis, profile_row, queued_mail, time_of};
+use rows::{audit_row, get, method_columns, method_row, millis, profile_row, queued_mail, time_of};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
@@ -23,6 +23,8 @@ use time::OffsetDateTime;
 
 /// How long a claimed message stays with the worker that claimed it.
 const MAIL_LEASE_MS: i64 = 60_000;
+/// The address of stand-in rows (a reserved domain: never a mailbox).
+const STAND_IN_EMAIL: &str = "nobody@stand-in.invalid";
 
 fn err(e: sqlx::Error) -> StoreError {
     match e {
@@ -184,15 +186,31 @@ impl Store for SqliteStore {
     }
 
     async fn methods(&self, login: &Login) -> Result<Vec<Method>, StoreError> {
+        // Constant work for up to `PADDED_METHODS` methods: stand-in rows (an email method to a
+        // reserved domain) fill the answer up to that many and are decoded like the real ones, then
+        // dropped, so an unknown or unregistered login costs what a registered one does.
         let rows = sqlx::query(
-            "SELECT id, login, kind, address, verified, source, created_at, verified_at, secret, last_step \
-             FROM methods WHERE login = ? ORDER BY created_at, id",
+            "WITH mine AS (SELECT id, login, kind, address, verified, source, created_at, verified_at, \
+             secret, last_step FROM methods WHERE login = ?1), \
+             pad(n) AS (VALUES (1), (2), (3), (4)) \
+             SELECT *, 1 AS real_row FROM mine \
+             UNION ALL SELECT printf('%020d', n), ?1, 'email', ?2, 0, 'stand-in', 0, NULL, NULL, NULL, 0 \
+             FROM pad WHERE n > (SELECT count(*) FROM mine) \
+             ORDER BY real_row DESC, created_at, id",
         )
         .bind(login.as_str())
+        .bind(STAND_IN_EMAIL)
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(method_row).collect()
+        let mut methods = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let m = method_row(r)?;
+            if get::<bool>(r, "real_row")? {
+                methods.push(m);
+            }
+        }
+        Ok(methods)
     }
 
     async fn insert_method(
@@ -375,14 +393,22 @@ impl Store for SqliteStore {
     }
 
     async fn profile(&self, login: &Login) -> Result<Option<UserProfile>, StoreError> {
-        let row = sqlx::query(
-            "SELECT login, display_name, email, mobile_phone, groups, disabled FROM profiles WHERE login = ?",
+        // One row for every login, a stand-in for one without a profile, decoded alike (constant work).
+        let r = sqlx::query(
+            "SELECT p.login IS NOT NULL AS found, w.wanted AS login, \
+             COALESCE(p.display_name, w.wanted) AS display_name, \
+             CASE WHEN p.login IS NULL THEN ?2 ELSE p.email END AS email, \
+             p.mobile_phone AS mobile_phone, COALESCE(p.groups, '[]') AS groups, \
+             COALESCE(p.disabled, 0) AS disabled \
+             FROM (SELECT ?1 AS wanted) AS w LEFT JOIN profiles AS p ON p.login = w.wanted",
         )
         .bind(login.as_str())
-        .fetch_optional(&self.pool)
+        .bind(STAND_IN_EMAIL)
+        .fetch_one(&self.pool)
         .await
         .map_err(err)?;
-        row.map(|r| profile_row(&r)).transpose()
+        let profile = profile_row(&r)?;
+        Ok(get::<bool>(&r, "found")?.then_some(profile))
     }
 
     async fn apply_sync(&self, w: &SyncWrite, changes: Changes) -> Result<(), StoreError> {

@@ -20,7 +20,7 @@ fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(format!("corrupt {what}: {e}"))
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+pub fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
     r: &'r SqliteRow,
     col: &str,
 ) -> Result<T, StoreError> {

@@ -156,6 +156,66 @@ async fn enrol_an_authenticator_app_from_the_qr_page() {
     browser.close().await.unwrap();
 }
 
+/// The proof-of-work browser check on flow start, with its default difficulty: the page's own
+/// script fetches a challenge, solves it (Web Workers under the strict CSP) and submits the form;
+/// the server accepts the solution once.
+#[tokio::test]
+async fn flow_start_passes_the_browser_check() {
+    let browser = match Browser::launch().await {
+        Ok(b) => b,
+        Err(e) if !ci_requires_all() => {
+            eprintln!("!!! SKIPPED flow_start_passes_the_browser_check: {e:#}");
+            return;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
+    let t = spawn_with(|raw| {
+        raw.server.public_url = "http://localhost".into();
+        raw.captcha = Default::default();
+    })
+    .await;
+    t.add_user(
+        "paula",
+        Some("Browser-Original-1"),
+        Some("paula.private@example.net"),
+    )
+    .await;
+    let c = browser.client();
+    let go = |p: &str| format!("{}{p}", t.base);
+
+    // Without a solution the server refuses to start a flow (what a script without JS would get).
+    let (status, _) = t
+        .post(
+            "/api/v1/flows",
+            serde_json::json!({"kind": "reset", "login": "paula"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    c.goto(&go("/reset")).await.unwrap();
+    fill(c, "login", "paula").await;
+    click(c, "start").await;
+    let sent = c
+        .wait()
+        .at_most(std::time::Duration::from_secs(60))
+        .for_element(Locator::Id("send"))
+        .await;
+    if sent.is_err() {
+        let page = c.source().await.unwrap_or_default();
+        panic!("the flow did not start after the browser check; the page: {page}");
+    }
+    let page = c.source().await.unwrap();
+    assert!(page.contains("p•••@e•••.net"), "{page}");
+    let rows = t.core().app.audit_page(0, None, 1000).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.event.activity.as_str() == "flow_started")
+            .count(),
+        1
+    );
+    browser.close().await.unwrap();
+}
+
 /// Waits for the field `id` and types `text` into it.
 async fn fill(c: &fantoccini::Client, id: &str, text: &str) {
     c.wait()

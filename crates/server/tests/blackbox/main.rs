@@ -6,7 +6,6 @@ mod abuse;
 mod ad;
 mod api_flows;
 mod browser;
-mod enumeration;
 mod harness;
 mod ldap;
 mod methods;

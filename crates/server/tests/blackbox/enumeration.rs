@@ -1,1 +1,0 @@
-//! No user enumeration: statistical proof (being written).
