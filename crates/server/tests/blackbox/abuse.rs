@@ -252,7 +252,9 @@ async fn report(t: &TestApp, token: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn this_wasnt_me(t: TestApp) {
+/// The whole report; `action` is what the audit row says was done. Returns the app for checks of
+/// the directory's own.
+async fn this_wasnt_me(t: TestApp, action: &str) -> TestApp {
     t.add_user("vic", Some("Original-Pass-Word-1"), Some("vic@home.example"))
         .await;
     let (flow, method, _) = t.start("reset", "vic").await;
@@ -326,22 +328,24 @@ async fn this_wasnt_me(t: TestApp) {
         .find(|r| r.event.activity.as_str() == "reported_not_me")
         .expect("audited");
     assert!(
-        reported.event.reason.as_deref().unwrap().contains("locked"),
+        reported.event.reason.as_deref().unwrap().contains(action),
         "{:?}",
         reported.event.reason
     );
+    assert!(alert.text_body().contains(action), "{}", alert.text_body());
 
     // The helpdesk clears the flag; the account stays locked until unlocked in the directory.
     let login = gatehouse_core::types::Login::parse("vic").unwrap();
     t.core().app.admin_clear_flag(&login, "admin:test").await.unwrap();
     let state = t.core().app.registration_of(&login).await.unwrap();
     assert_eq!(state.flagged, None);
+    t
 }
 
 #[tokio::test]
 async fn this_wasnt_me_locks_the_account_and_alerts_the_helpdesk() {
-    this_wasnt_me(spawn_with(|raw| raw.server.security_alerts = vec!["secops@corp.example".into()]).await)
-        .await;
+    let t = spawn_with(|raw| raw.server.security_alerts = vec!["secops@corp.example".into()]).await;
+    this_wasnt_me(t, "locked in the directory").await;
 }
 
 #[tokio::test]
@@ -350,5 +354,24 @@ async fn this_wasnt_me_sets_the_openldap_administrative_lock() {
         raw.server.security_alerts = vec!["secops@corp.example".into()]
     })
     .await;
-    this_wasnt_me(t).await;
+    this_wasnt_me(t, "locked in the directory").await;
+}
+
+/// Active Directory gives a delegated service account no way to lock an account (lockoutTime can
+/// only be cleared): the password is replaced by a random one nobody knows, so whoever set the last
+/// one is shut out at the directory itself, not only at Gatehouse.
+#[tokio::test]
+async fn this_wasnt_me_replaces_the_password_in_active_directory() {
+    let t =
+        crate::harness::spawn_ad_with(|raw| raw.server.security_alerts = vec!["secops@corp.example".into()])
+            .await;
+    let t = this_wasnt_me(t, "replaced by a random one nobody knows").await;
+    let crate::harness::Backend::Ad { dc, .. } = &t.backend else {
+        unreachable!()
+    };
+    let upn = gatehouse_testkit::SambaDc::upn("vic");
+    assert!(
+        !dc.can_bind(&upn, "Velvet-Lagoon-Orbit-42").await.unwrap(),
+        "the password set in the reported reset no longer binds to the DC"
+    );
 }

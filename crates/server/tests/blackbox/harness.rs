@@ -67,6 +67,10 @@ pub async fn spawn_ldap_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
 /// The application with `kind = "ad"` on a Samba AD DC of its own, over LDAPS verified with the
 /// test CA, bound as an account delegated Reset Password, lockoutTime and pwdLastSet on the OU.
 pub async fn spawn_ad() -> TestApp {
+    spawn_ad_with(|_| {}).await
+}
+
+pub async fn spawn_ad_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
     let dc = SambaDc::start().await.expect("samba AD DC (see scripts/test)");
     let ou = dc.fresh_ou().await.expect("ou");
     let (upn, password) = dc
@@ -85,6 +89,7 @@ pub async fn spawn_ad() -> TestApp {
         d.bind_password = Some(password);
         d.base_dn = base;
         d.sync_interval_minutes = 0;
+        tweak(raw);
     })
     .await
 }
