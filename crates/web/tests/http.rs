@@ -125,6 +125,14 @@ async fn api_errors_are_json_problems_with_honest_status() {
             404,
             "not_found",
         ),
+        // A query string that does not deserialise (found by the `http` fuzz target).
+        (
+            Request::get("/api/v1/captcha?login=a&login=b")
+                .body(Body::empty())
+                .unwrap(),
+            400,
+            "invalid_request",
+        ),
     ];
     for (req, status, code) in cases {
         let uri = req.uri().to_string();
