@@ -392,27 +392,17 @@ async fn unknown_disabled_unregistered_and_locked_accounts_are_indistinguishable
     })
     .await;
     for i in 0..ACCOUNTS {
-        let disabled = Class::Disabled.login(i);
-        t.add_user(
-            &disabled,
-            Some(PASSWORD),
-            Some(&format!("{disabled}.home@example.net")),
-        )
-        .await;
-        let login = Login::parse(&disabled).unwrap();
-        t.core().builtin.set_disabled(&login, true).await.unwrap();
-
-        t.add_user(&Class::Unregistered.login(i), Some(PASSWORD), None)
-            .await;
-
-        let locked = Class::Locked.login(i);
-        t.add_user(
-            &locked,
-            Some(PASSWORD),
-            Some(&format!("{locked}.home@example.net")),
-        )
-        .await;
-        t.lock(&Login::parse(&locked).unwrap()).await;
+        for class in [Class::Disabled, Class::Unregistered, Class::Locked] {
+            let name = class.login(i);
+            let alternate = (class != Class::Unregistered).then(|| format!("{name}.home@example.net"));
+            t.add_user(&name, Some(PASSWORD), alternate.as_deref()).await;
+            let login = Login::parse(&name).unwrap();
+            match class {
+                Class::Disabled => t.core().builtin.set_disabled(&login, true).await.unwrap(),
+                Class::Locked => t.lock(&login).await,
+                _ => {}
+            }
+        }
     }
     let account = t
         .core()

@@ -5,13 +5,8 @@ use gatehouse_testkit::{ci_requires_all, Browser};
 
 #[tokio::test]
 async fn reset_in_a_real_browser() {
-    let browser = match Browser::launch().await {
-        Ok(b) => b,
-        Err(e) if !ci_requires_all() => {
-            eprintln!("!!! SKIPPED reset_in_a_real_browser: {e:#}");
-            return;
-        }
-        Err(e) => panic!("{e:#}"),
+    let Some(browser) = browser_or_skip("reset_in_a_real_browser").await else {
+        return;
     };
     let t = spawn_with(|raw| raw.server.public_url = "http://localhost".into()).await;
     t.add_user(
@@ -101,13 +96,8 @@ async fn reset_in_a_real_browser() {
 /// The registration portal: an authenticator app enrolled from the server-rendered QR code.
 #[tokio::test]
 async fn enrol_an_authenticator_app_from_the_qr_page() {
-    let browser = match Browser::launch().await {
-        Ok(b) => b,
-        Err(e) if !ci_requires_all() => {
-            eprintln!("!!! SKIPPED enrol_an_authenticator_app_from_the_qr_page: {e:#}");
-            return;
-        }
-        Err(e) => panic!("{e:#}"),
+    let Some(browser) = browser_or_skip("enrol_an_authenticator_app_from_the_qr_page").await else {
+        return;
     };
     let t = spawn_with(|raw| {
         raw.server.public_url = "http://localhost".into();
@@ -161,13 +151,8 @@ async fn enrol_an_authenticator_app_from_the_qr_page() {
 /// the server accepts the solution once.
 #[tokio::test]
 async fn flow_start_passes_the_browser_check() {
-    let browser = match Browser::launch().await {
-        Ok(b) => b,
-        Err(e) if !ci_requires_all() => {
-            eprintln!("!!! SKIPPED flow_start_passes_the_browser_check: {e:#}");
-            return;
-        }
-        Err(e) => panic!("{e:#}"),
+    let Some(browser) = browser_or_skip("flow_start_passes_the_browser_check").await else {
+        return;
     };
     let t = spawn_with(|raw| {
         raw.server.public_url = "http://localhost".into();
@@ -214,6 +199,19 @@ async fn flow_start_passes_the_browser_check() {
         1
     );
     browser.close().await.unwrap();
+}
+
+/// Chromium, or `None` (the test then skips, saying so) when it is missing outside CI; under CI
+/// a missing browser fails the test.
+async fn browser_or_skip(test: &str) -> Option<Browser> {
+    match Browser::launch().await {
+        Ok(b) => Some(b),
+        Err(e) if !ci_requires_all() => {
+            eprintln!("!!! SKIPPED {test}: {e:#}");
+            None
+        }
+        Err(e) => panic!("{e:#}"),
+    }
 }
 
 /// Waits for the field `id` and types `text` into it.
