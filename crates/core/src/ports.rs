@@ -266,6 +266,14 @@ impl Target {
     }
 }
 
+/// One combination of verified methods and how many users have it: the kinds in registration
+/// order, with the number of registered answers for security questions (0 for the others).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodShape {
+    pub kinds: Vec<(MethodKind, u8)>,
+    pub users: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Method {
     pub id: MethodId,
@@ -424,6 +432,9 @@ pub trait Store: Send + Sync {
     async fn instance_key(&self, candidate: [u8; 32]) -> Result<[u8; 32], StoreError>;
 
     async fn methods(&self, login: &Login) -> Result<Vec<Method>, StoreError>;
+    /// How many users have registered each combination of verified methods (in their order), for
+    /// decoy flows that look like the population's.
+    async fn method_shapes(&self) -> Result<Vec<MethodShape>, StoreError>;
     async fn insert_method(
         &self,
         method: &Method,

@@ -19,6 +19,7 @@ use crate::totp;
 use crate::types::{Email, FlowId, FlowKind, Login, MethodId, MethodKind, ParseError};
 use std::net::IpAddr;
 
+mod decoys;
 mod registration;
 pub use registration::{LinkKind, NewMethod, Registered, Registration};
 use std::sync::Arc;
@@ -214,17 +215,6 @@ type CachedRights = (OffsetDateTime, Vec<RightCheck>);
 /// How long a directory self-test result feeds `/readyz`.
 const RIGHTS_TTL: Duration = Duration::minutes(5);
 
-const DECOY_PROVIDERS: [(&str, &str); 8] = [
-    ("gmail", "com"),
-    ("outlook", "com"),
-    ("yahoo", "com"),
-    ("proton", "me"),
-    ("icloud", "com"),
-    ("gmx", "net"),
-    ("hotmail", "com"),
-    ("web", "de"),
-];
-
 /// How long a "this wasn't me" link works.
 const REPORT_LINK_LIFETIME: Duration = Duration::days(14);
 
@@ -251,6 +241,9 @@ pub struct Gatehouse {
     key: InstanceKey,
     rights: Arc<std::sync::Mutex<Option<CachedRights>>>,
     phone: Option<Arc<dyn PhoneSender>>,
+    /// The population's combinations of methods, for decoys (see `decoys.rs`).
+    shapes: Arc<std::sync::RwLock<Arc<decoys::DecoyShapes>>>,
+    dummy_answer: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Gatehouse {
@@ -264,7 +257,7 @@ impl Gatehouse {
         let mut candidate = [0u8; 32];
         rng.fill(&mut candidate);
         let key = InstanceKey::new(store.instance_key(candidate).await?);
-        Ok(Self {
+        let me = Self {
             directory,
             store,
             clock,
@@ -273,7 +266,11 @@ impl Gatehouse {
             key,
             rights: Arc::default(),
             phone: None,
-        })
+            shapes: Arc::default(),
+            dummy_answer: Arc::default(),
+        };
+        me.refresh_decoy_shapes().await?;
+        Ok(me)
     }
 
     /// Adds the SMS / voice provider (without one, phone methods cannot be registered or used).
@@ -390,48 +387,6 @@ impl Gatehouse {
 
     /// The policy a decoy flow follows: the default one, so it asks what most users are asked.
     /// (A stricter group or privileged policy still shows in the count; see docs/security.md.)
-    fn decoy_policy(&self, _login: &Login) -> Policy {
-        self.settings.policies.default.clone()
-    }
-
-    fn decoy_methods(&self, login: &Login, policy: &Policy) -> Vec<FlowMethod> {
-        // The kind most users of the policy have: its first method that sends a code and can be
-        // delivered here (email unless the policy leaves it out).
-        let kind = policy
-            .methods
-            .iter()
-            .copied()
-            .find(|k| k.sends_code() && self.can_deliver(*k))
-            .unwrap_or(MethodKind::Email);
-        (0..policy.reset_required.max(1))
-            .map(|i| {
-                let b = self.key.derive("decoy-method", &format!("{i}:{login}"));
-                let (provider, tld) = DECOY_PROVIDERS[usize::from(b[11]) % DECOY_PROVIDERS.len()];
-                let letter = char::from(b'a' + b[10] % 26);
-                let first = provider.chars().next().unwrap_or('m');
-                // A made-up address in a reserved domain that never receives mail (RFC 2606), so a
-                // decoy flow is stored and read like a genuine one; `genuine` keeps it from use.
-                let nowhere = format!("{letter}{}@{provider}.invalid", hex::encode(&b[12..16]));
-                let (hint, target) = match kind {
-                    MethodKind::Sms | MethodKind::Voice => (
-                        crate::phone::decoy_hint(&self.settings.default_region, b[13]),
-                        None,
-                    ),
-                    _ => (
-                        format!("{letter}•••@{first}•••.{tld}"),
-                        Email::parse(&nowhere).ok().map(FlowTarget::Email),
-                    ),
-                };
-                FlowMethod {
-                    id: MethodId::from_bytes(&b[..10]),
-                    kind,
-                    hint,
-                    target,
-                }
-            })
-            .collect()
-    }
-
     fn code_rules(p: &Policy) -> CodeRules {
         CodeRules {
             digits: p.code_digits,
@@ -949,6 +904,12 @@ impl Gatehouse {
                 .prove_answers(&flow, &method, &asked, proof, now)
                 .await?
                 .and_then(|()| flow.accept(&method, now)),
+            // A decoy's method costs what a wrong proof of a real one does, and never succeeds.
+            Some(FlowTarget::Totp) => self.prove_decoy_totp(&flow, &method, proof, now).await?,
+            Some(FlowTarget::Questions(asked)) => {
+                self.prove_decoy_answers(&flow, &method, &asked, proof, now)
+                    .await?
+            }
             _ => {
                 let typed = match proof {
                     Proof::Code(code) => match OtpCode::parse(code) {

@@ -171,7 +171,12 @@ impl Application {
         let breach_watch = cfg.breach_index.clone().map(|(path, every)| {
             tokio::spawn(watch_breach_index(core.breach.clone(), path, every, rx.clone()))
         });
-        let housekeeping = tokio::spawn(housekeeping(core.store.clone(), core.clock.clone(), rx.clone()));
+        let housekeeping = tokio::spawn(housekeeping(
+            core.store.clone(),
+            core.app.clone(),
+            core.clock.clone(),
+            rx.clone(),
+        ));
 
         let web = WebConfig {
             public_url: cfg.public_url.clone(),
@@ -294,8 +299,14 @@ async fn watch_breach_index(
 
 /// Synchronises users from the directory at start and then every `every`, until shutdown.
 /// Every ten minutes: forget throttling counters, flows, sessions and links past any window that
-/// reads them (two days covers the daily limits).
-async fn housekeeping(store: Arc<SqliteStore>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+/// reads them (two days covers the daily limits), and re-read the population's combinations of
+/// methods that decoy flows are drawn from.
+async fn housekeeping(
+    store: Arc<SqliteStore>,
+    app: Gatehouse,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -307,6 +318,9 @@ async fn housekeeping(store: Arc<SqliteStore>, clock: Arc<dyn Clock>, mut stop: 
             Ok(n) if n > 0 => tracing::debug!(rows = n, "expired rows pruned"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning expired rows failed; will retry"),
+        }
+        if let Err(e) = app.refresh_decoy_shapes().await {
+            tracing::warn!(error = %e, "reading the registered methods for decoys failed; will retry");
         }
     }
 }

@@ -9,11 +9,11 @@ mod rows;
 use async_trait::async_trait;
 use gatehouse_core::flow::Flow;
 use gatehouse_core::ports::{
-    AuditRow, Changes, FailureOp, Method, MethodCheck, MethodCode, MethodVerification, QueuedMail, Session,
-    Store, StoreError, SyncWrite, UserProfile,
+    AuditRow, Changes, FailureOp, Method, MethodCheck, MethodCode, MethodShape, MethodVerification,
+    QueuedMail, Session, Store, StoreError, SyncWrite, UserProfile,
 };
 use gatehouse_core::secret::{hashes_equal, TokenHash};
-use gatehouse_core::types::{Login, MethodId};
+use gatehouse_core::types::{Login, MethodId, MethodKind};
 use rows::{audit_row, get, method_columns, method_row, millis, profile_row, queued_mail, time_of};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
@@ -211,6 +211,40 @@ impl Store for SqliteStore {
             }
         }
         Ok(methods)
+    }
+
+    async fn method_shapes(&self) -> Result<Vec<MethodShape>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT login, kind, CASE WHEN kind = 'questions' THEN json_array_length(secret) ELSE 0 END \
+             AS answers FROM methods WHERE verified = 1 ORDER BY login, created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let mut users: std::collections::BTreeMap<Vec<(MethodKind, u8)>, u64> = Default::default();
+        let mut current: Option<(String, Vec<(MethodKind, u8)>)> = None;
+        for r in &rows {
+            let login: String = get(r, "login")?;
+            let Ok(kind) = MethodKind::parse(&get::<String>(r, "kind")?) else {
+                continue;
+            };
+            let answers = u8::try_from(get::<i64>(r, "answers")?).unwrap_or(u8::MAX);
+            match &mut current {
+                Some((l, kinds)) if *l == login => kinds.push((kind, answers)),
+                _ => {
+                    if let Some((_, kinds)) = current.replace((login, vec![(kind, answers)])) {
+                        *users.entry(kinds).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if let Some((_, kinds)) = current {
+            *users.entry(kinds).or_default() += 1;
+        }
+        Ok(users
+            .into_iter()
+            .map(|(kinds, users)| MethodShape { kinds, users })
+            .collect())
     }
 
     async fn insert_method(

@@ -687,3 +687,150 @@ async fn an_imported_new_hire_is_onboarded_by_link_and_the_helpdesk_api_works() 
         assert!(acts.contains(&a.to_string()), "{a} in {acts:?}");
     }
 }
+
+/// Decoy flows look like the deployment's real ones: their methods are drawn from the combinations
+/// users have registered, in proportion, the same for a login every time; a wrong proof on a decoy's
+/// authenticator app or questions is answered like one on a real method.
+#[tokio::test]
+async fn decoys_are_drawn_from_the_registered_combinations() {
+    use gatehouse_core::ports::{Changes, Method, Store, StoredAnswer, Target};
+    use gatehouse_core::types::{MethodId, MethodKind};
+    use std::collections::BTreeMap;
+
+    let t = spawn_with(all_methods).await;
+    let now = t.core().clock.now();
+    let questions = gatehouse_core::questions::QuestionSet::builtin();
+    let combinations: [&[MethodKind]; 3] = [
+        &[MethodKind::Email],
+        &[MethodKind::Email, MethodKind::Totp],
+        &[MethodKind::Questions, MethodKind::Email],
+    ];
+    for (c, kinds) in combinations.iter().enumerate() {
+        for u in 0..10 {
+            let login = format!("pop{c}u{u}");
+            t.add_user(&login, Some("Population-Pass-1"), None).await;
+            for (i, &kind) in kinds.iter().enumerate() {
+                let target = match kind {
+                    MethodKind::Email => {
+                        Target::Email(Email::parse(&format!("{login}@home.example")).unwrap())
+                    }
+                    MethodKind::Totp => Target::Totp {
+                        secret: vec![7; 20],
+                        last_step: None,
+                    },
+                    _ => Target::Questions(
+                        questions.all()[..3]
+                            .iter()
+                            .map(|q| StoredAnswer {
+                                question: q.id.clone(),
+                                hash: gatehouse_core::questions::hash_answer(
+                                    "an answer",
+                                    &gatehouse_core::clock::OsRng,
+                                )
+                                .unwrap(),
+                            })
+                            .collect(),
+                    ),
+                };
+                let method = Method {
+                    id: MethodId::parse(&format!("{:020x}", c * 100 + u * 10 + i)).unwrap(),
+                    login: Login::parse(&login).unwrap(),
+                    kind,
+                    target,
+                    verified: true,
+                    source: "test".into(),
+                    created_at: now + time::Duration::seconds(i as i64),
+                    confirmed_at: Some(now),
+                };
+                t.core()
+                    .store
+                    .insert_method(&method, None, Changes::default())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    t.core().app.refresh_decoy_shapes().await.unwrap();
+    let types = |body: &Value| -> Vec<String> {
+        body["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let registered: Vec<Vec<String>> = combinations
+        .iter()
+        .map(|k| k.iter().map(|k| k.as_str().to_owned()).collect())
+        .collect();
+    // The real flows show the registered combinations.
+    for (c, expected) in registered.iter().enumerate() {
+        let (_, _, body) = t.start("reset", &format!("pop{c}u0")).await;
+        assert_eq!(&types(&body), expected, "{body}");
+    }
+
+    // 150 unknown logins: every decoy is one of the combinations, each about as often as users have it.
+    let mut seen: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    let mut decoy_with = BTreeMap::new();
+    for i in 0..150 {
+        let login = format!("nobody{i}");
+        let (flow, _, body) = t.start("reset", &login).await;
+        let kinds = types(&body);
+        assert!(registered.contains(&kinds), "{body}");
+        let (_, _, again) = t.start("reset", &login).await;
+        let fixed = |b: &Value| -> Vec<(Value, Value)> {
+            b["methods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| (m["id"].clone(), m["hint"].clone()))
+                .collect()
+        };
+        assert_eq!(fixed(&body), fixed(&again), "the same decoy for the same login");
+        *seen.entry(kinds.clone()).or_default() += 1;
+        decoy_with.entry(kinds).or_insert((flow, body));
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    // 50 expected each; 20..=80 is more than five standard deviations either way.
+    assert!(seen.values().all(|n| (20..=80).contains(n)), "{seen:?}");
+
+    // A wrong proof on a decoy's app or questions: the answer a real method gives.
+    let wrong = |flow: &str, m: &Value| {
+        if m["type"] == "questions" {
+            let answers: Vec<Value> = m["questions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| json!({"question": q["id"], "answer": "not the answer"}))
+                .collect();
+            json!({"flow": flow, "method": m["id"], "answers": answers})
+        } else {
+            json!({"flow": flow, "method": m["id"], "code": "000000"})
+        }
+    };
+    for (c, kind) in [(1, "totp"), (2, "questions")] {
+        let (real_flow, _, real) = t.start("reset", &format!("pop{c}u1")).await;
+        let (decoy_flow, decoy) = &decoy_with[&registered[c]];
+        let pick = |b: &Value| {
+            b["methods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["type"] == kind)
+                .unwrap()
+                .clone()
+        };
+        let (real_m, decoy_m) = (pick(&real), pick(decoy));
+        if kind == "questions" {
+            assert_eq!(real_m["hint"], decoy_m["hint"], "Security questions (3)");
+            assert_eq!(
+                real_m["questions"].as_array().unwrap().len(),
+                decoy_m["questions"].as_array().unwrap().len()
+            );
+        }
+        let real_answer = t.post("/api/v1/flows/verify", wrong(&real_flow, &real_m)).await;
+        let decoy_answer = t.post("/api/v1/flows/verify", wrong(decoy_flow, &decoy_m)).await;
+        assert_eq!(real_answer.0, 400, "{}", real_answer.1);
+        assert_eq!(real_answer, decoy_answer, "{kind}");
+    }
+}
