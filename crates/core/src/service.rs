@@ -905,10 +905,8 @@ impl Gatehouse {
                 .await?
                 .and_then(|()| flow.accept(&method, now)),
             // A decoy's method costs what a wrong proof of a real one does, and never succeeds.
-            Some(FlowTarget::Totp) => self.prove_decoy_totp(&flow, &method, proof, now).await?,
-            Some(FlowTarget::Questions(asked)) => {
-                self.prove_decoy_answers(&flow, &method, &asked, proof, now)
-                    .await?
+            Some(t @ (FlowTarget::Totp | FlowTarget::Questions(_))) => {
+                self.prove_decoy(&flow, &method, &t, proof, now).await?
             }
             _ => {
                 let typed = match proof {

@@ -170,11 +170,14 @@ impl Gatehouse {
         }
     }
 
-    /// A proof on a decoy's authenticator method: the steps of a wrong code on a real one.
-    pub(super) async fn prove_decoy_totp(
+    /// A proof on a decoy's authenticator app or security questions: the steps of a wrong proof of a
+    /// real one (the same store read; a code checked against a key nobody has; every typed answer
+    /// checked with argon2id against the hash of a random string), and never a success.
+    pub(super) async fn prove_decoy(
         &self,
         flow: &Flow,
         method: &MethodId,
+        target: &FlowTarget,
         proof: Proof<'_>,
         now: OffsetDateTime,
     ) -> Result<Result<(), FlowError>, ServiceError> {
@@ -182,40 +185,23 @@ impl Gatehouse {
             return Ok(Err(e));
         }
         let stored = self.stored_method(&flow.login, method).await?;
-        if let Proof::Code(code) = proof {
-            let key = self.key.derive("decoy-totp", flow.login.as_str());
-            if let Ok(secret) = totp::TotpSecret::from_bytes(&key[..totp::TotpSecret::BYTES]) {
-                std::hint::black_box(totp::verify(&secret, code, now, None));
-            }
-        }
-        std::hint::black_box(stored);
-        Ok(Err(FlowError::InvalidCode))
-    }
-
-    /// Answers on a decoy's security questions: every typed answer is checked with argon2id, as on a
-    /// real method, against a hash of a random string.
-    pub(super) async fn prove_decoy_answers(
-        &self,
-        flow: &Flow,
-        method: &MethodId,
-        asked: &[String],
-        proof: Proof<'_>,
-        now: OffsetDateTime,
-    ) -> Result<Result<(), FlowError>, ServiceError> {
-        if let Err(e) = flow.can_prove(method, now) {
-            return Ok(Err(e));
-        }
-        let stored = self.stored_method(&flow.login, method).await?;
-        if let Proof::Answers(given) = proof {
-            let nothing = self.dummy_answer_hash();
-            for q in asked {
-                if let Some((_, typed)) = given.iter().find(|(id, _)| id == q) {
-                    std::hint::black_box(questions::verify_answer(
-                        &questions::normalise_answer(typed),
-                        &nothing,
-                    ));
+        match (target, proof) {
+            (FlowTarget::Totp, Proof::Code(code)) => {
+                let key = self.key.derive("decoy-totp", flow.login.as_str());
+                if let Ok(secret) = totp::TotpSecret::from_bytes(&key[..totp::TotpSecret::BYTES]) {
+                    std::hint::black_box(totp::verify(&secret, code, now, None));
                 }
             }
+            (FlowTarget::Questions(asked), Proof::Answers(given)) => {
+                let nothing = self.dummy_answer_hash();
+                for q in asked {
+                    if let Some((_, typed)) = given.iter().find(|(id, _)| id == q) {
+                        let typed = questions::normalise_answer(typed);
+                        std::hint::black_box(questions::verify_answer(&typed, &nothing));
+                    }
+                }
+            }
+            _ => {}
         }
         std::hint::black_box(stored);
         Ok(Err(FlowError::InvalidCode))
