@@ -58,7 +58,8 @@ async fn reset_in_a_real_browser() {
     fill(c, "confirm", "alice").await;
     click(c, "set-password").await;
     let violations = c
-        .find(Locator::Id("violations"))
+        .wait()
+        .for_element(Locator::Id("violations"))
         .await
         .unwrap()
         .text()
@@ -81,7 +82,8 @@ async fn reset_in_a_real_browser() {
     fill(c, "confirm", "Browser-New-Password-7").await;
     click(c, "set-password").await;
     let msg = c
-        .find(Locator::Id("message"))
+        .wait()
+        .for_element(Locator::Id("message"))
         .await
         .unwrap()
         .text()
