@@ -385,8 +385,6 @@ impl Gatehouse {
         hex::encode(b)
     }
 
-    /// The policy a decoy flow follows: the default one, so it asks what most users are asked.
-    /// (A stricter group or privileged policy still shows in the count; see docs/security.md.)
     fn code_rules(p: &Policy) -> CodeRules {
         CodeRules {
             digits: p.code_digits,
@@ -443,14 +441,7 @@ impl Gatehouse {
         let flagged = self.store.flag(&login).await?.is_some();
         let stored = self.store.methods(&login).await?;
         let left_scope = profile.is_some_and(|p| p.disabled) || flagged;
-        let policy = match &account {
-            Some(a) => Some(self.policy_for(a)),
-            None => {
-                // The same work for an unknown login: a policy is worked out, and set aside.
-                drop(self.settings.policies.for_account(&[], false));
-                None
-            }
-        };
+        let policy = account.as_ref().map(|a| self.policy_for(a));
         let usable: Vec<Method> = match &policy {
             Some(p) => stored
                 .into_iter()
@@ -459,7 +450,9 @@ impl Gatehouse {
                 .collect(),
             None => vec![],
         };
-        let decoy_policy = &self.decoy_policy(&login);
+        // Decoys follow the default policy (a stricter group or privileged one still shows in the
+        // count; see docs/security.md).
+        let decoy_policy = self.settings.policies.for_unknown();
         // The decoy methods are derived for every login, used or not.
         let decoys = self.decoy_methods(&login, decoy_policy);
         let reason = match (&account, &policy) {
@@ -1314,10 +1307,8 @@ impl Gatehouse {
         // A policy without "change", or an account its user reported: refused, but only to someone
         // who knows the password.
         let account = self.directory.find_account(&login).await?;
-        let flagged = match &account {
-            Some(a) => self.store.flag(&a.login).await?.is_some(),
-            None => self.store.flag(&login).await?.is_some(),
-        };
+        let canonical = account.as_ref().map_or(&login, |a| &a.login);
+        let flagged = self.store.flag(canonical).await?.is_some();
         if flagged || account.is_some_and(|a| !self.policy_for(&a).allows(SelfService::Change)) {
             let err = match self.directory.authenticate(&login, old).await {
                 Ok(_) if flagged => ServiceError::AccountLocked,

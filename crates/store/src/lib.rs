@@ -186,9 +186,9 @@ impl Store for SqliteStore {
     }
 
     async fn methods(&self, login: &Login) -> Result<Vec<Method>, StoreError> {
-        // Constant work for up to `PADDED_METHODS` methods: stand-in rows (an email method to a
-        // reserved domain) fill the answer up to that many and are decoded like the real ones, then
-        // dropped, so an unknown or unregistered login costs what a registered one does.
+        // Constant work for up to four methods: stand-in rows (an email method to a reserved domain)
+        // fill the answer up to four and are decoded like the real ones, then dropped, so an unknown
+        // or unregistered login costs what a registered one does.
         let rows = sqlx::query(
             "WITH mine AS (SELECT id, login, kind, address, verified, source, created_at, verified_at, \
              secret, last_step FROM methods WHERE login = ?1), \
@@ -221,25 +221,20 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let kind = MethodKind::parse(&get::<String>(r, "kind")?)
+                    .map_err(|e| StoreError::Other(format!("corrupt method kind: {e}")))?;
+                let answers = u8::try_from(get::<i64>(r, "answers")?).unwrap_or(u8::MAX);
+                Ok((get::<String>(r, "login")?, (kind, answers)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let mut users: std::collections::BTreeMap<Vec<(MethodKind, u8)>, u64> = Default::default();
-        let mut current: Option<(String, Vec<(MethodKind, u8)>)> = None;
-        for r in &rows {
-            let login: String = get(r, "login")?;
-            let Ok(kind) = MethodKind::parse(&get::<String>(r, "kind")?) else {
-                continue;
-            };
-            let answers = u8::try_from(get::<i64>(r, "answers")?).unwrap_or(u8::MAX);
-            match &mut current {
-                Some((l, kinds)) if *l == login => kinds.push((kind, answers)),
-                _ => {
-                    if let Some((_, kinds)) = current.replace((login, vec![(kind, answers)])) {
-                        *users.entry(kinds).or_default() += 1;
-                    }
-                }
-            }
-        }
-        if let Some((_, kinds)) = current {
-            *users.entry(kinds).or_default() += 1;
+        for one_user in rows.chunk_by(|a, b| a.0 == b.0) {
+            *users
+                .entry(one_user.iter().map(|(_, kind)| *kind).collect())
+                .or_default() += 1;
         }
         Ok(users
             .into_iter()

@@ -64,10 +64,6 @@ impl Gatehouse {
         Ok(())
     }
 
-    pub(super) fn decoy_policy(&self, _login: &Login) -> Policy {
-        self.settings.policies.default.clone()
-    }
-
     /// The decoy's methods: the population's combination for this login, as the policy would offer
     /// it; or, when there is none that the policy would show (nobody registered yet), as many
     /// methods as it requires of the kind most of its users have.
