@@ -10,7 +10,7 @@
  *   <script src="/static/pow.js" defer></script>
  *
  * `data-pow` is a URL answering GET with a challenge {algorithm, challenge, maxnumber, salt, signature}.
- * On the form's first focus (or on submit) the script fetches a challenge and looks for the number n in
+ * As soon as the form has focus (autofocus included), or on submit, the script fetches a challenge and looks for the number n in
  * 0..maxnumber with hex(SHA-256(salt + n)) == challenge, using crypto.subtle in Web Workers (this same
  * file, loaded again with `new Worker`; same origin, so `script-src 'self'` covers it) or, failing that,
  * in batches on the page's thread. On submit it waits for the answer, puts
@@ -137,7 +137,10 @@
       return job;
     }
 
-    form.addEventListener("focusin", () => { start().catch(() => {}); }, { once: true });
+    const early = () => { start().catch(() => {}); };
+    form.addEventListener("focusin", early, { once: true });
+    // `autofocus` may have put the cursor in the form before this script ran: start now.
+    if (form.contains(document.activeElement)) { form.removeEventListener("focusin", early); early(); }
     form.addEventListener("submit", (event) => {
       if (input.value) { return; } // answered: let this submission through
       event.preventDefault();
@@ -146,6 +149,10 @@
       const submitter = event.submitter || null;
       start()
         .then((answer) => { if (fresh(answer)) { return answer; } job = null; return start(); })
+        // Submit from a task of its own. An answer that is ready already would otherwise be submitted
+        // from the microtasks run during this very submit event, and a browser ignores a submission
+        // made while the form is firing its submit event (the first click would do nothing).
+        .then((answer) => new Promise((resolve) => { setTimeout(() => resolve(answer), 0); }))
         .then((answer) => {
           input.value = answer.payload;
           if (form.requestSubmit) {

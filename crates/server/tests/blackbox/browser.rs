@@ -179,8 +179,42 @@ async fn flow_start_passes_the_browser_check() {
         .await;
     assert_eq!(status, 400);
 
-    c.goto(&go("/reset")).await.unwrap();
+    // A person who types slowly: the check has finished (it starts when the form gets focus) before
+    // the click. The click's own submit event must not swallow the submission it holds back.
+    start_through_check(c, &t, &go("/reset"), true).await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains("p•••@e•••.net"), "{page}");
+
+    // A quick one: the click comes while the check may still run; the page submits once it is done.
+    start_through_check(c, &t, &go("/reset"), false).await;
+    let rows = t.core().app.audit_page(0, None, 1000).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.event.activity.as_str() == "flow_started")
+            .count(),
+        2
+    );
+    browser.close().await.unwrap();
+}
+
+/// Opens the start page, types the login and clicks Continue (after the browser check says "Done"
+/// when `after_check`), then waits for the flow page; on failure, says what the page did.
+async fn start_through_check(
+    c: &fantoccini::Client,
+    t: &crate::harness::TestApp,
+    url: &str,
+    after_check: bool,
+) {
+    c.goto(url).await.unwrap();
+    c.execute(TRACE_FORM, vec![]).await.unwrap();
     fill(c, "login", "paula").await;
+    if after_check {
+        c.wait()
+            .at_most(std::time::Duration::from_secs(60))
+            .for_element(Locator::XPath("//p[@data-pow-status][text()='Done']"))
+            .await
+            .unwrap();
+    }
     click(c, "start").await;
     let sent = c
         .wait()
@@ -188,20 +222,45 @@ async fn flow_start_passes_the_browser_check() {
         .for_element(Locator::Id("send"))
         .await;
     if sent.is_err() {
+        let state = c
+            .execute(
+                "const f = document.querySelector('form[data-pow]'); return JSON.stringify({ \
+                 trace: window.__trace, url: location.href, login: f && f.login.value, \
+                 altcha: f && f.altcha.value, valid: f && f.checkValidity(), \
+                 active: document.activeElement && document.activeElement.id });",
+                vec![],
+            )
+            .await
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| format!("(could not read the page state: {e})"));
         let page = c.source().await.unwrap_or_default();
-        panic!("the flow did not start after the browser check; the page: {page}");
+        let audit = t.audit_activities().await;
+        panic!(
+            "the flow did not start after the browser check (checked first: {after_check}); \
+             the form's state: {state}\naudit: {audit:?}\nthe page: {page}"
+        );
     }
-    let page = c.source().await.unwrap();
-    assert!(page.contains("p•••@e•••.net"), "{page}");
-    let rows = t.core().app.audit_page(0, None, 1000).await.unwrap();
-    assert_eq!(
-        rows.iter()
-            .filter(|r| r.event.activity.as_str() == "flow_started")
-            .count(),
-        1
-    );
-    browser.close().await.unwrap();
 }
+
+/// Records what the form saw (focus, clicks, submit events and whether they were held back,
+/// requestSubmit calls, the status text, script errors) in `window.__trace`, for the failure message.
+const TRACE_FORM: &str = r#"
+window.__trace = [];
+const t0 = performance.now();
+const note = (what) => window.__trace.push(Math.round(performance.now() - t0) + "ms " + what);
+const f = document.querySelector("form[data-pow]");
+["focusin", "click", "invalid"].forEach((k) => f.addEventListener(k, (e) => note(k + " " + (e.target.id || e.target.name)), true));
+f.addEventListener("submit", (e) => { note("submit (altcha " + (f.altcha.value ? "set" : "empty") + ")");
+  setTimeout(() => note("after submit: prevented " + e.defaultPrevented), 0); });
+const rs = f.requestSubmit.bind(f);
+f.requestSubmit = (s) => { note("requestSubmit"); try { rs(s); } catch (err) { note("requestSubmit threw " + err); throw err; } };
+const status = f.querySelector("[data-pow-status]");
+new MutationObserver(() => note("status: " + status.textContent)).observe(status, { childList: true, characterData: true, subtree: true });
+window.addEventListener("pagehide", () => note("pagehide"));
+window.addEventListener("error", (e) => note("error " + e.message));
+window.addEventListener("unhandledrejection", (e) => note("unhandled " + e.reason));
+note("readyState " + document.readyState + ", active " + (document.activeElement && document.activeElement.id));
+"#;
 
 /// Chromium, or `None` (the test then skips, saying so) when it is missing outside CI; under CI
 /// a missing browser fails the test.
