@@ -10,11 +10,12 @@
  *   <script src="/static/pow.js" defer></script>
  *
  * `data-pow` is a URL answering GET with a challenge {algorithm, challenge, maxnumber, salt, signature}.
- * As soon as the form has focus (autofocus included), or on submit, the script fetches a challenge and looks for the number n in
- * 0..maxnumber with hex(SHA-256(salt + n)) == challenge, using crypto.subtle in Web Workers (this same
- * file, loaded again with `new Worker`; same origin, so `script-src 'self'` covers it) or, failing that,
- * in batches on the page's thread. On submit it waits for the answer, puts
- * base64(JSON {algorithm, challenge, number, salt, signature}) into the `altcha` input and submits.
+ * As soon as the form has focus (autofocus included), or on submit, the script fetches a challenge and
+ * looks for the number n in 0..maxnumber with hex(SHA-256(salt + n)) == challenge, using crypto.subtle
+ * in Web Workers (this same file, loaded again with `new Worker`; same origin, so `script-src 'self'`
+ * covers it) or, failing that, in batches on the page's thread. On submit it waits for the answer, puts
+ * base64(JSON {algorithm, challenge, number, salt, signature}) into the `altcha` input and submits
+ * (from a task of its own, never from inside the submit event it held back).
  * Without JavaScript the input stays empty and the server says what is missing.
  */
 (function () {
