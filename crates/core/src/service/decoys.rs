@@ -142,10 +142,7 @@ impl Gatehouse {
                 all.sort_by_key(|(_, rank)| *rank);
                 let registered: Vec<String> = all
                     .iter()
-                    .take(usize::from(answers.clamp(
-                        u8::try_from(questions::REGISTER_MIN).unwrap_or(3),
-                        u8::try_from(questions::REGISTER_MAX).unwrap_or(5),
-                    )))
+                    .take(usize::from(answers).clamp(questions::REGISTER_MIN, questions::REGISTER_MAX))
                     .map(|(id, _)| (*id).to_owned())
                     .collect();
                 (

@@ -1,20 +1,14 @@
 //! The portal in a real headless Chromium: a whole reset, as a person would do it.
-use crate::harness::{code_in, spawn_with, MAIL_WAIT};
+use crate::harness::{code_in, spawn_with, TestApp, MAIL_WAIT};
 use fantoccini::Locator;
+use gatehouse::config::RawConfig;
 use gatehouse_testkit::{ci_requires_all, Browser};
 
 #[tokio::test]
 async fn reset_in_a_real_browser() {
-    let Some(browser) = browser_or_skip("reset_in_a_real_browser").await else {
+    let Some((browser, t)) = portal("reset_in_a_real_browser", "alice", |_| {}).await else {
         return;
     };
-    let t = spawn_with(|raw| raw.server.public_url = "http://localhost".into()).await;
-    t.add_user(
-        "alice",
-        Some("Browser-Original-1"),
-        Some("alice.private@example.net"),
-    )
-    .await;
     let c = browser.client();
     let go = |p: &str| format!("{}{p}", t.base);
 
@@ -98,25 +92,16 @@ async fn reset_in_a_real_browser() {
 /// The registration portal: an authenticator app enrolled from the server-rendered QR code.
 #[tokio::test]
 async fn enrol_an_authenticator_app_from_the_qr_page() {
-    let Some(browser) = browser_or_skip("enrol_an_authenticator_app_from_the_qr_page").await else {
+    let Some((browser, t)) = portal("enrol_an_authenticator_app_from_the_qr_page", "erin", |_| {}).await
+    else {
         return;
     };
-    let t = spawn_with(|raw| {
-        raw.server.public_url = "http://localhost".into();
-    })
-    .await;
-    t.add_user(
-        "erin",
-        Some("Browser-Original-1"),
-        Some("erin.private@example.net"),
-    )
-    .await;
     let c = browser.client();
     let go = |p: &str| format!("{}{p}", t.base);
 
     c.goto(&go("/signin")).await.unwrap();
     fill(c, "login", "erin").await;
-    fill(c, "password", "Browser-Original-1").await;
+    fill(c, "password", ORIGINAL_PASSWORD).await;
     click(c, "signin").await;
     click(c, "add-totp").await;
     let qr = c.wait().for_element(Locator::Css("#enrol svg")).await.unwrap();
@@ -153,20 +138,13 @@ async fn enrol_an_authenticator_app_from_the_qr_page() {
 /// the server accepts the solution once.
 #[tokio::test]
 async fn flow_start_passes_the_browser_check() {
-    let Some(browser) = browser_or_skip("flow_start_passes_the_browser_check").await else {
-        return;
-    };
-    let t = spawn_with(|raw| {
-        raw.server.public_url = "http://localhost".into();
+    let Some((browser, t)) = portal("flow_start_passes_the_browser_check", "paula", |raw| {
         raw.captcha = Default::default();
     })
-    .await;
-    t.add_user(
-        "paula",
-        Some("Browser-Original-1"),
-        Some("paula.private@example.net"),
-    )
-    .await;
+    .await
+    else {
+        return;
+    };
     let c = browser.client();
     let go = |p: &str| format!("{}{p}", t.base);
 
@@ -261,6 +239,24 @@ window.addEventListener("error", (e) => note("error " + e.message));
 window.addEventListener("unhandledrejection", (e) => note("unhandled " + e.reason));
 note("readyState " + document.readyState + ", active " + (document.activeElement && document.activeElement.id));
 "#;
+
+/// The password of the user [`portal`] imports.
+const ORIGINAL_PASSWORD: &str = "Browser-Original-1";
+
+/// Chromium (see [`browser_or_skip`]) and Gatehouse on the builtin directory, its links built from
+/// `http://localhost` and `tweak` applied, with `login` imported: password [`ORIGINAL_PASSWORD`],
+/// alternate email `<login>.private@example.net`.
+async fn portal(test: &str, login: &str, tweak: impl FnOnce(&mut RawConfig)) -> Option<(Browser, TestApp)> {
+    let browser = browser_or_skip(test).await?;
+    let t = spawn_with(|raw| {
+        raw.server.public_url = "http://localhost".into();
+        tweak(raw);
+    })
+    .await;
+    let alternate = format!("{login}.private@example.net");
+    t.add_user(login, Some(ORIGINAL_PASSWORD), Some(&alternate)).await;
+    Some((browser, t))
+}
 
 /// Chromium, or `None` (the test then skips, saying so) when it is missing outside CI; under CI
 /// a missing browser fails the test.

@@ -822,7 +822,10 @@ async fn decoys_are_drawn_from_the_registered_combinations() {
         };
         let (real_m, decoy_m) = (pick(&real), pick(decoy));
         if kind == "questions" {
-            assert_eq!(real_m["hint"], decoy_m["hint"], "Security questions (3)");
+            assert_eq!(
+                real_m["hint"], decoy_m["hint"],
+                "a decoy's questions hint says how many were registered, like a real one's"
+            );
             assert_eq!(
                 real_m["questions"].as_array().unwrap().len(),
                 decoy_m["questions"].as_array().unwrap().len()
